@@ -1,0 +1,72 @@
+//! Errors of validating and committing report batches.
+
+use std::fmt;
+
+/// One problem with one input row (or with the input as a whole when `row`
+/// is `None`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RowError {
+    /// 1-based data row within the input (the header is not counted).
+    pub row: Option<usize>,
+    /// The column the problem is in, if it is about one.
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for RowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.row {
+            Some(r) => write!(f, "row {r}: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+/// Why a whole batch was refused. Nothing of a refused batch is committed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rejection {
+    /// The input the batch came from (file name, `INSERT`, `COPY`).
+    pub source: String,
+    /// Every problem found, in row order (capped, see [`MAX_ERRORS`]).
+    pub errors: Vec<RowError>,
+    /// How many problems there were in all.
+    pub total: usize,
+}
+
+/// At most this many row errors are kept per batch; the rest are counted.
+pub const MAX_ERRORS: usize = 100;
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.source)?;
+        for (i, e) in self.errors.iter().take(5).enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        if self.total > 5 {
+            write!(f, " (and {} more)", self.total - 5)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The input is invalid; nothing was written.
+    #[error("refused {0}")]
+    Rejected(#[from] Rejection),
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("the reports table at {location}: {source}")]
+    Table {
+        location: String,
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+    #[error("{0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}

@@ -1,0 +1,19 @@
+//! How reports enter the warehouse: one validator, one atomic commit.
+//!
+//! ```text
+//! file / INSERT / COPY ──> Validator ──> ValidBatch ──> ReportStore::commit ──> Delta table
+//!                              └──> Rejection (file, row, field, reason); nothing written
+//! ```
+//!
+//! Every entry point goes through [`Validator::validate`]; only a
+//! [`ValidBatch`] can be committed, and a commit is one Delta transaction.
+
+mod error;
+mod read;
+mod store;
+mod validate;
+
+pub use error::{IngestError, MAX_ERRORS, Rejection, RowError};
+pub use read::read_parquet_file;
+pub use store::{Receipt, ReportStore, Submission};
+pub use validate::{ValidBatch, Validator, reporting_level};

@@ -1,0 +1,230 @@
+//! The reports table: an append-only Delta Lake table of every submitted
+//! value, partitioned by period.
+//!
+//! A commit is one Delta transaction: either every row of every submission
+//! in it becomes visible at once, or none does. Corrections are new rows
+//! with a later `submitted_at`; nothing is ever rewritten in place, which is
+//! what keeps the full history for audit and "as of" queries.
+
+use std::sync::Arc;
+
+use baocao_catalog::report::{PARTITION_COLUMNS, reports_schema};
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{DataType, PrimitiveType};
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableError};
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::error::IngestError;
+use crate::validate::ValidBatch;
+
+/// Who sent a batch, when, and under which id.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub submission_id: String,
+    pub submitted_by: String,
+    pub submitted_at: DateTime<Utc>,
+}
+
+impl Submission {
+    /// A new submission by `submitted_by`, stamped now, with a time-ordered id.
+    pub fn now(submitted_by: impl Into<String>) -> Self {
+        Submission {
+            submission_id: uuid::Uuid::now_v7().to_string(),
+            submitted_by: submitted_by.into(),
+            submitted_at: Utc::now(),
+        }
+    }
+}
+
+/// What a successful commit did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The table version that holds the commit.
+    pub version: u64,
+    pub rows: usize,
+    pub submissions: usize,
+}
+
+/// The stored reports table.
+pub struct ReportStore {
+    location: Url,
+    table: Mutex<DeltaTable>,
+}
+
+fn table_err(location: &Url) -> impl Fn(DeltaTableError) -> IngestError + '_ {
+    move |source| IngestError::Table {
+        location: location.to_string(),
+        source,
+    }
+}
+
+impl ReportStore {
+    /// Opens the table at `location`, creating an empty one if there is none.
+    pub async fn open_or_create(location: Url) -> Result<Self, IngestError> {
+        let err = table_err(&location);
+        let table = DeltaTable::try_from_url(location.clone())
+            .await
+            .map_err(&err)?;
+        let table = if table.version().is_some() {
+            table
+        } else {
+            let string = DataType::Primitive(PrimitiveType::String);
+            table
+                .create()
+                .with_table_name("reports")
+                .with_comment("baocao report values, one row per submitted value")
+                .with_column("unit_code", string.clone(), false, None)
+                .with_column("period", string.clone(), false, None)
+                .with_column("indicator_code", string.clone(), false, None)
+                .with_column(
+                    "value",
+                    DataType::Primitive(PrimitiveType::Double),
+                    false,
+                    None,
+                )
+                .with_column(
+                    "submitted_at",
+                    DataType::Primitive(PrimitiveType::Timestamp),
+                    false,
+                    None,
+                )
+                .with_column("submitted_by", string.clone(), false, None)
+                .with_column("submission_id", string, false, None)
+                .with_partition_columns(PARTITION_COLUMNS)
+                .with_save_mode(SaveMode::Ignore)
+                .await
+                .map_err(&err)?
+        };
+        drop(err);
+        Ok(ReportStore {
+            location,
+            table: Mutex::new(table),
+        })
+    }
+
+    /// Opens an existing table; fails if `location` holds none.
+    pub async fn open(location: Url) -> Result<Self, IngestError> {
+        let err = table_err(&location);
+        let table = deltalake::open_table(location.clone())
+            .await
+            .map_err(&err)?;
+        drop(err);
+        Ok(ReportStore {
+            location,
+            table: Mutex::new(table),
+        })
+    }
+
+    pub fn location(&self) -> &Url {
+        &self.location
+    }
+
+    /// Commits the submissions as one atomic transaction.
+    pub async fn commit(
+        &self,
+        submissions: Vec<(ValidBatch, Submission)>,
+    ) -> Result<Receipt, IngestError> {
+        self.commit_with_metadata(submissions, []).await
+    }
+
+    /// Commits the submissions as one atomic transaction, with extra
+    /// key/values in the commit's metadata.
+    pub async fn commit_with_metadata(
+        &self,
+        submissions: Vec<(ValidBatch, Submission)>,
+        metadata: impl IntoIterator<Item = (String, serde_json::Value)>,
+    ) -> Result<Receipt, IngestError> {
+        let rows: usize = submissions.iter().map(|(b, _)| b.len()).sum();
+        let count = submissions.len();
+        let batch = to_record_batch(&submissions)?;
+        let ids: Vec<_> = submissions
+            .iter()
+            .map(|(b, s)| {
+                serde_json::json!({
+                    "submission_id": s.submission_id,
+                    "submitted_by": s.submitted_by,
+                    "rows": b.len(),
+                })
+            })
+            .collect();
+        let mut guard = self.table.lock().await;
+        let err = table_err(&self.location);
+        // Another process may have committed since: start from the newest state.
+        guard.update_incremental(None).await.map_err(&err)?;
+        let table = guard
+            .clone()
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .with_partition_columns(PARTITION_COLUMNS)
+            .with_commit_properties(CommitProperties::default().with_metadata(
+                metadata.into_iter().chain([(
+                    "baocao.submissions".to_string(),
+                    serde_json::Value::Array(ids),
+                )]),
+            ))
+            .await
+            .map_err(&err)?;
+        let version = table.version().unwrap_or_default();
+        *guard = table;
+        Ok(Receipt {
+            version,
+            rows,
+            submissions: count,
+        })
+    }
+
+    /// The newest committed version.
+    pub async fn version(&self) -> Result<u64, IngestError> {
+        let mut guard = self.table.lock().await;
+        guard
+            .update_incremental(None)
+            .await
+            .map_err(table_err(&self.location))?;
+        Ok(guard.version().unwrap_or_default())
+    }
+}
+
+/// The stored layout: rows sorted by period, unit and indicator so each
+/// file's statistics are tight.
+fn to_record_batch(submissions: &[(ValidBatch, Submission)]) -> Result<RecordBatch, IngestError> {
+    let mut unit = Vec::new();
+    let mut period = Vec::new();
+    let mut indicator = Vec::new();
+    let mut value = Vec::new();
+    let (mut at, mut by, mut id) = (Vec::new(), Vec::new(), Vec::new());
+    for (b, s) in submissions {
+        unit.extend_from_slice(&b.unit_code);
+        period.extend_from_slice(&b.period);
+        indicator.extend_from_slice(&b.indicator_code);
+        value.extend_from_slice(&b.value);
+        for _ in 0..b.len() {
+            at.push(s.submitted_at.timestamp_micros());
+            by.push(s.submitted_by.as_str());
+            id.push(s.submission_id.as_str());
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(unit)),
+        Arc::new(StringArray::from(period)),
+        Arc::new(StringArray::from(indicator)),
+        Arc::new(datafusion::arrow::array::Float64Array::from(value)),
+        Arc::new(TimestampMicrosecondArray::from(at).with_timezone("UTC")),
+        Arc::new(StringArray::from(by)),
+        Arc::new(StringArray::from(id)),
+    ];
+    let batch = RecordBatch::try_new(reports_schema(), columns)?;
+    let sort: Vec<SortColumn> = [1, 0, 2]
+        .into_iter()
+        .map(|i| SortColumn {
+            values: batch.column(i).clone(),
+            options: None,
+        })
+        .collect();
+    let indices = lexsort_to_indices(&sort, None)?;
+    Ok(take_record_batch(&batch, &indices)?)
+}

@@ -1,0 +1,370 @@
+//! The one validator behind every way reports enter the warehouse.
+//!
+//! A batch is accepted whole or refused whole: [`Validator::validate`]
+//! either returns a [`ValidBatch`] in the stored column layout, ready to be
+//! committed, or a [`Rejection`] listing every bad row with its field and
+//! reason. Nothing else can construct a `ValidBatch`, so nothing unchecked
+//! can be committed.
+
+use baocao_catalog::report::{INDICATOR_CODE, PERIOD, UNIT_CODE, VALUE};
+use baocao_catalog::{Catalog, HierarchyVersion, Indicator, Level, Period, ValueKind};
+use chrono::NaiveDate;
+use datafusion::arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::DataType;
+use std::collections::HashSet;
+
+use crate::error::{MAX_ERRORS, Rejection, RowError};
+
+/// Rows that passed validation: the key columns and the value, in input order.
+#[derive(Debug, Clone)]
+pub struct ValidBatch {
+    pub(crate) unit_code: Vec<String>,
+    pub(crate) period: Vec<String>,
+    pub(crate) indicator_code: Vec<String>,
+    pub(crate) value: Vec<f64>,
+}
+
+impl ValidBatch {
+    pub fn len(&self) -> usize {
+        self.value.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.value.is_empty()
+    }
+
+    /// Joins several valid batches into one, checking that no key repeats
+    /// across them (one commit must not hold two values for one key).
+    pub fn concat(batches: Vec<(String, ValidBatch)>) -> Result<ValidBatch, Rejection> {
+        let mut out = ValidBatch {
+            unit_code: Vec::new(),
+            period: Vec::new(),
+            indicator_code: Vec::new(),
+            value: Vec::new(),
+        };
+        let mut seen = HashSet::new();
+        for (source, b) in batches {
+            for i in 0..b.len() {
+                let key = (
+                    b.unit_code[i].clone(),
+                    b.period[i].clone(),
+                    b.indicator_code[i].clone(),
+                );
+                if !seen.insert(key) {
+                    return Err(Rejection {
+                        source,
+                        errors: vec![RowError {
+                            row: Some(i + 1),
+                            field: None,
+                            reason: format!(
+                                "unit {} period {} indicator {} is also in an earlier file of this commit",
+                                b.unit_code[i], b.period[i], b.indicator_code[i]
+                            ),
+                        }],
+                        total: 1,
+                    });
+                }
+            }
+            out.unit_code.extend(b.unit_code);
+            out.period.extend(b.period);
+            out.indicator_code.extend(b.indicator_code);
+            out.value.extend(b.value);
+        }
+        Ok(out)
+    }
+}
+
+/// Checks report batches against the catalog.
+pub struct Validator<'a> {
+    catalog: &'a Catalog,
+    today: NaiveDate,
+}
+
+/// The level that reports `indicator` in `version`: its lowest level, or,
+/// where the version has no unit of that level (no districts after the 2025
+/// reform), the nearest level below that exists, to which the reform moved
+/// the abolished level's work.
+pub fn reporting_level(indicator: &Indicator, version: &HierarchyVersion) -> Level {
+    let has = |l: Level| version.has_level(l);
+    let wanted = indicator.lowest_level;
+    if has(wanted) {
+        return wanted;
+    }
+    Level::ALL
+        .into_iter()
+        .filter(|l| *l > wanted)
+        .find(|l| has(*l))
+        .or_else(|| {
+            Level::ALL
+                .into_iter()
+                .rev()
+                .find(|l| *l < wanted && has(*l))
+        })
+        .unwrap_or(wanted)
+}
+
+fn string_column(
+    batch: &RecordBatch,
+    name: &str,
+    errors: &mut Vec<RowError>,
+) -> Option<StringArray> {
+    let Some(col) = batch.column_by_name(name) else {
+        errors.push(RowError {
+            row: None,
+            field: Some(name.to_string()),
+            reason: format!("column {name} is missing"),
+        });
+        return None;
+    };
+    match col.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _) => {
+            match cast_with_options(col, &DataType::Utf8, &CastOptions::default()) {
+                Ok(a) => a.as_any().downcast_ref::<StringArray>().cloned(),
+                Err(e) => {
+                    errors.push(RowError {
+                        row: None,
+                        field: Some(name.to_string()),
+                        reason: format!("column {name} cannot be read as text: {e}"),
+                    });
+                    None
+                }
+            }
+        }
+        other => {
+            errors.push(RowError {
+                row: None,
+                field: Some(name.to_string()),
+                reason: format!(
+                    "column {name} must be text, not {other} (codes keep their leading zeros only as text)"
+                ),
+            });
+            None
+        }
+    }
+}
+
+fn value_column(batch: &RecordBatch, errors: &mut Vec<RowError>) -> Option<Float64Array> {
+    let Some(col) = batch.column_by_name(VALUE) else {
+        errors.push(RowError {
+            row: None,
+            field: Some(VALUE.to_string()),
+            reason: format!("column {VALUE} is missing"),
+        });
+        return None;
+    };
+    if !(col.data_type().is_numeric()) {
+        errors.push(RowError {
+            row: None,
+            field: Some(VALUE.to_string()),
+            reason: format!("column {VALUE} must be a number, not {}", col.data_type()),
+        });
+        return None;
+    }
+    let cast: Result<ArrayRef, _> =
+        cast_with_options(col, &DataType::Float64, &CastOptions::default());
+    match cast {
+        Ok(a) => a.as_any().downcast_ref::<Float64Array>().cloned(),
+        Err(e) => {
+            errors.push(RowError {
+                row: None,
+                field: Some(VALUE.to_string()),
+                reason: format!("column {VALUE} cannot be read as a number: {e}"),
+            });
+            None
+        }
+    }
+}
+
+impl<'a> Validator<'a> {
+    /// A validator that refuses periods starting after `today`.
+    pub fn new(catalog: &'a Catalog, today: NaiveDate) -> Self {
+        Validator { catalog, today }
+    }
+
+    /// Checks a batch in the long format (`unit_code, period,
+    /// indicator_code, value`; other columns are ignored). `source` names the
+    /// input in the rejection.
+    pub fn validate(&self, batch: &RecordBatch, source: &str) -> Result<ValidBatch, Rejection> {
+        let mut errors = Vec::new();
+        let units = string_column(batch, UNIT_CODE, &mut errors);
+        let periods = string_column(batch, PERIOD, &mut errors);
+        let indicators = string_column(batch, INDICATOR_CODE, &mut errors);
+        let values = value_column(batch, &mut errors);
+        let (Some(units), Some(periods), Some(indicators), Some(values)) =
+            (units, periods, indicators, values)
+        else {
+            let total = errors.len();
+            return Err(Rejection {
+                source: source.to_string(),
+                errors,
+                total,
+            });
+        };
+        let mut total = 0usize;
+        let mut push = |errors: &mut Vec<RowError>, row: usize, field: &str, reason: String| {
+            total += 1;
+            if errors.len() < MAX_ERRORS {
+                errors.push(RowError {
+                    row: Some(row + 1),
+                    field: Some(field.to_string()),
+                    reason,
+                });
+            }
+        };
+        let mut seen = HashSet::with_capacity(batch.num_rows());
+        let mut out = ValidBatch {
+            unit_code: Vec::with_capacity(batch.num_rows()),
+            period: Vec::with_capacity(batch.num_rows()),
+            indicator_code: Vec::with_capacity(batch.num_rows()),
+            value: Vec::with_capacity(batch.num_rows()),
+        };
+        for row in 0..batch.num_rows() {
+            fn get(a: &StringArray, row: usize) -> Option<&str> {
+                (!a.is_null(row)).then(|| a.value(row))
+            }
+            let (Some(unit), Some(period_text), Some(code)) =
+                (get(&units, row), get(&periods, row), get(&indicators, row))
+            else {
+                for (a, f) in [
+                    (&units, UNIT_CODE),
+                    (&periods, PERIOD),
+                    (&indicators, INDICATOR_CODE),
+                ] {
+                    if a.is_null(row) {
+                        push(&mut errors, row, f, format!("{f} is empty"));
+                    }
+                }
+                continue;
+            };
+            let indicator = self.catalog.indicator(code);
+            if indicator.is_none() {
+                push(
+                    &mut errors,
+                    row,
+                    INDICATOR_CODE,
+                    format!("indicator_code '{code}' is not in the indicator catalog"),
+                );
+            }
+            let period = match period_text.parse::<Period>() {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    push(&mut errors, row, PERIOD, e.to_string());
+                    None
+                }
+            };
+            let (Some(indicator), Some(period)) = (indicator, period) else {
+                continue;
+            };
+            if period.period_type() != indicator.period_type {
+                push(
+                    &mut errors,
+                    row,
+                    PERIOD,
+                    format!(
+                        "period '{period}' is a {} but indicator '{code}' is reported per {}",
+                        period.period_type(),
+                        indicator.period_type
+                    ),
+                );
+                continue;
+            }
+            if period.start() > self.today {
+                push(
+                    &mut errors,
+                    row,
+                    PERIOD,
+                    format!("period '{period}' has not started yet"),
+                );
+                continue;
+            }
+            let Some(version) = self.catalog.hierarchy_for(&period) else {
+                push(
+                    &mut errors,
+                    row,
+                    UNIT_CODE,
+                    "the catalog has no hierarchy".to_string(),
+                );
+                continue;
+            };
+            let level = reporting_level(indicator, version);
+            match version.get_str(unit) {
+                None => push(
+                    &mut errors,
+                    row,
+                    UNIT_CODE,
+                    format!(
+                        "unit_code '{unit}' is not a unit of the hierarchy in force in {period} (version of {})",
+                        version.effective
+                    ),
+                ),
+                Some(u) if u.level != level => push(
+                    &mut errors,
+                    row,
+                    UNIT_CODE,
+                    format!(
+                        "unit_code '{unit}' is a {} but indicator '{code}' is reported by each {level} in {period}",
+                        u.level
+                    ),
+                ),
+                Some(_) => {}
+            }
+            if values.is_null(row) {
+                push(&mut errors, row, VALUE, "value is empty".to_string());
+                continue;
+            }
+            let v = values.value(row);
+            if let Some(reason) = check_value(indicator, v) {
+                push(&mut errors, row, VALUE, reason);
+                continue;
+            }
+            if !seen.insert((unit, period_text, code)) {
+                push(
+                    &mut errors,
+                    row,
+                    UNIT_CODE,
+                    format!(
+                        "unit {unit} period {period} indicator {code} appears more than once in this batch"
+                    ),
+                );
+                continue;
+            }
+            out.unit_code.push(unit.to_string());
+            out.period.push(period.to_string());
+            out.indicator_code.push(code.to_string());
+            out.value.push(v);
+        }
+        if total > 0 {
+            return Err(Rejection {
+                source: source.to_string(),
+                errors,
+                total,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Whether `v` is an acceptable value of `indicator`; the reason if not.
+fn check_value(indicator: &Indicator, v: f64) -> Option<String> {
+    let code = &indicator.code;
+    if !v.is_finite() {
+        return Some(format!("value {v} of '{code}' is not a finite number"));
+    }
+    if indicator.value_kind == ValueKind::Count && v.fract() != 0.0 {
+        return Some(format!(
+            "value {v} of '{code}' must be a whole number (it is a count)"
+        ));
+    }
+    if let Some(min) = indicator.min
+        && v < min
+    {
+        return Some(format!("value {v} of '{code}' is below its minimum {min}"));
+    }
+    if let Some(max) = indicator.max
+        && v > max
+    {
+        return Some(format!("value {v} of '{code}' is above its maximum {max}"));
+    }
+    None
+}

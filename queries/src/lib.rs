@@ -1,0 +1,97 @@
+//! The SQL surface of the warehouse: what a psql user, a BI tool or an ETL
+//! job sees.
+//!
+//! | table | what |
+//! | --- | --- |
+//! | `reports` | the current value per (unit, period, indicator): corrections applied |
+//! | `reports_history` | every submitted value, with who sent it and when |
+//! | `units` | units per hierarchy version, with their ancestors per level |
+//! | `unit_ancestors` | (unit, ancestor, depth) pairs per version, for roll-ups |
+//! | `unit_changes` | old ward -> new ward mapping of a reform |
+//! | `indicators` | the indicator catalog and its aggregation rules |
+//! | `periods` | months, quarters, half-years, years with their spans |
+//!
+//! The catalog tables are in memory (they are small and change only with
+//! the catalog files); the report tables read the Delta table live.
+
+mod latest;
+mod live;
+
+use std::sync::Arc;
+
+use baocao_catalog::{Catalog, tables};
+use datafusion::datasource::MemTable;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+
+pub use latest::LatestReports;
+pub use live::LiveDeltaTable;
+
+/// The canonical example queries, shipped with the crate (`queries/sql/`).
+pub const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "city_total_population.sql",
+        include_str!("../sql/city_total_population.sql"),
+    ),
+    (
+        "district_rollup.sql",
+        include_str!("../sql/district_rollup.sql"),
+    ),
+    (
+        "rollup_district_ward.sql",
+        include_str!("../sql/rollup_district_ward.sql"),
+    ),
+    (
+        "births_by_quarter.sql",
+        include_str!("../sql/births_by_quarter.sql"),
+    ),
+    (
+        "poverty_rate_by_district.sql",
+        include_str!("../sql/poverty_rate_by_district.sql"),
+    ),
+    (
+        "reporting_completeness.sql",
+        include_str!("../sql/reporting_completeness.sql"),
+    ),
+    ("corrections.sql", include_str!("../sql/corrections.sql")),
+];
+
+/// The years the `periods` table lists.
+pub const PERIOD_YEARS: std::ops::RangeInclusive<i32> = 2000..=2050;
+
+fn catalog_err(e: baocao_catalog::CatalogError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+fn mem(batch: datafusion::arrow::array::RecordBatch) -> Result<Arc<MemTable>> {
+    Ok(Arc::new(MemTable::try_new(
+        batch.schema(),
+        vec![vec![batch]],
+    )?))
+}
+
+/// Registers the catalog tables and the report tables on `ctx`.
+pub async fn register(ctx: &SessionContext, catalog: &Catalog, reports: DeltaTable) -> Result<()> {
+    ctx.register_table("units", mem(tables::units(catalog).map_err(catalog_err)?)?)?;
+    ctx.register_table(
+        "unit_ancestors",
+        mem(tables::unit_ancestors(catalog).map_err(catalog_err)?)?,
+    )?;
+    ctx.register_table(
+        "unit_changes",
+        mem(tables::unit_changes(catalog).map_err(catalog_err)?)?,
+    )?;
+    ctx.register_table(
+        "indicators",
+        mem(tables::indicators(catalog).map_err(catalog_err)?)?,
+    )?;
+    ctx.register_table(
+        "periods",
+        mem(tables::periods(PERIOD_YEARS).map_err(catalog_err)?)?,
+    )?;
+    let history = Arc::new(LiveDeltaTable::open(reports).await?);
+    ctx.register_table("reports", Arc::new(LatestReports::new(history.clone())?))?;
+    ctx.register_table("reports_history", history)?;
+    Ok(())
+}

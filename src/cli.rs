@@ -1,0 +1,114 @@
+//! Command-line flags. Each flag has a `BAOCAO_*` environment variable; the
+//! doc comment of each is its `--help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "baocao",
+    version,
+    about = "Warehouse for hierarchical government reporting, served over the Postgres protocol"
+)]
+pub struct Cli {
+    /// Log filter (error, warn, info, debug, or a tracing filter such as `baocao=debug`).
+    #[arg(
+        long,
+        global = true,
+        env = "BAOCAO_LOG_LEVEL",
+        default_value = "warn,baocao=info,baocao_ingest=info,baocao_queries=info,baocao_catalog=info"
+    )]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an empty warehouse with the shipped catalog (Hanoi units and indicators).
+    Init(InitArgs),
+    /// Serve a warehouse over the Postgres wire protocol.
+    Serve(ServeArgs),
+    /// Create (or reuse) the Hanoi demo warehouse with generated reports, then serve it.
+    Demo(DemoArgs),
+    /// Validate Parquet files of reports and commit them as one atomic submission batch.
+    Ingest(IngestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WarehouseArgs {
+    /// The warehouse folder.
+    #[arg(long, env = "BAOCAO_WAREHOUSE", default_value = "warehouse")]
+    pub warehouse: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Address to listen on for Postgres clients (port 0 picks a free port).
+    #[arg(long, env = "BAOCAO_LISTEN", default_value = "127.0.0.1:5433")]
+    pub listen: SocketAddr,
+}
+
+impl ListenArgs {
+    /// The address, refused if it is reachable from other machines: there is
+    /// no authentication yet, so only this machine may connect.
+    pub fn checked_addr(&self) -> Result<SocketAddr> {
+        if !self.listen.ip().is_loopback() {
+            bail!(
+                "refusing to listen on {}: this server has no user accounts, so it only listens on a loopback address such as 127.0.0.1",
+                self.listen
+            );
+        }
+        Ok(self.listen)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub warehouse: WarehouseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub warehouse: WarehouseArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub warehouse: WarehouseArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    /// Seed of the generated values: the same seed gives the same warehouse.
+    #[arg(long, env = "BAOCAO_DEMO_SEED", default_value_t = 173)]
+    pub seed: u64,
+    /// First month to generate.
+    #[arg(long, default_value = "2021-01")]
+    pub from: String,
+    /// Last month to generate (default: the last full month).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Build the warehouse and exit without serving.
+    #[arg(long)]
+    pub no_serve: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub warehouse: WarehouseArgs,
+    /// Who the submissions are recorded as sent by.
+    #[arg(long, env = "BAOCAO_SUBMITTED_BY", default_value = "ingest")]
+    pub submitted_by: String,
+    /// Parquet files in the long format: unit_code, period, indicator_code, value.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}

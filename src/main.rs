@@ -1,0 +1,94 @@
+//! `baocao`: the warehouse for hierarchical government reporting.
+//!
+//! The binary wires the crates to the outside world: `catalog` (reference
+//! data), `ingest` (validate + commit), `queries` (the SQL surface) and the
+//! Postgres wire protocol.
+
+mod cli;
+mod demo;
+mod ingest_files;
+mod server;
+mod sqlstate;
+mod warehouse;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the cause chain joined, as a person reads it.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("BAOCAO_LOG")
+        .or_else(|_| EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init(args) => {
+            let w = warehouse::Warehouse::create(&args.warehouse.warehouse).await?;
+            println!("warehouse ready at {}", w.root().display());
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let w = warehouse::Warehouse::open(&args.warehouse.warehouse)?;
+            serve(&w, &args.listen).await
+        }
+        Command::Demo(args) => {
+            let w = demo::prepare(&args).await?;
+            if args.no_serve {
+                return Ok(());
+            }
+            serve(&w, &args.listen).await
+        }
+        Command::Ingest(args) => ingest_files::run(&args).await,
+    }
+}
+
+async fn serve(w: &warehouse::Warehouse, listen: &cli::ListenArgs) -> anyhow::Result<()> {
+    let addr = listen.checked_addr()?;
+    let listener = server::bind(addr).await?;
+    let ctx = server::session_context(w).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(warehouse = %w.root().display(), "serving on {local}");
+    println!("baocao is listening on {local}");
+    println!(
+        "connect with: psql -h {} -p {} -d {}",
+        local.ip(),
+        local.port(),
+        server::DATABASE
+    );
+    server::run(listener, ctx, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}

@@ -1,0 +1,68 @@
+//! The one place where errors become Postgres SQLSTATE codes.
+
+use datafusion::error::DataFusionError;
+use pgwire::error::{ErrorInfo, PgWireError};
+
+pub const SYNTAX_ERROR: &str = "42601";
+pub const UNDEFINED_TABLE: &str = "42P01";
+pub const UNDEFINED_COLUMN: &str = "42703";
+pub const UNDEFINED_FUNCTION: &str = "42883";
+pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+pub const DATA_EXCEPTION: &str = "22000";
+pub const DIVISION_BY_ZERO: &str = "22012";
+pub const OUT_OF_MEMORY: &str = "53200";
+pub const INTERNAL_ERROR: &str = "XX000";
+
+/// The SQLSTATE for a DataFusion error.
+pub fn for_datafusion(e: &DataFusionError) -> &'static str {
+    use datafusion::common::SchemaError;
+    match e {
+        DataFusionError::SQL(..) => SYNTAX_ERROR,
+        DataFusionError::SchemaError(se, _) => match se.as_ref() {
+            SchemaError::FieldNotFound { .. } => UNDEFINED_COLUMN,
+            _ => SYNTAX_ERROR,
+        },
+        DataFusionError::NotImplemented(_) => FEATURE_NOT_SUPPORTED,
+        DataFusionError::Plan(msg) => {
+            if msg.contains("table") && msg.contains("not found") {
+                UNDEFINED_TABLE
+            } else if msg.contains("Invalid function") || msg.contains("No function matches") {
+                UNDEFINED_FUNCTION
+            } else {
+                SYNTAX_ERROR
+            }
+        }
+        DataFusionError::ResourcesExhausted(_) => OUT_OF_MEMORY,
+        DataFusionError::ArrowError(ae, _) => match ae.as_ref() {
+            datafusion::arrow::error::ArrowError::DivideByZero => DIVISION_BY_ZERO,
+            _ => DATA_EXCEPTION,
+        },
+        DataFusionError::Execution(msg) if msg.contains("Divide by zero") => DIVISION_BY_ZERO,
+        DataFusionError::Context(_, inner) => for_datafusion(inner),
+        DataFusionError::Diagnostic(_, inner) => for_datafusion(inner),
+        DataFusionError::Shared(inner) => for_datafusion(inner),
+        DataFusionError::Collection(v) => v.first().map(for_datafusion).unwrap_or(INTERNAL_ERROR),
+        DataFusionError::External(inner) => match inner.downcast_ref::<DataFusionError>() {
+            Some(df) => for_datafusion(df),
+            None => INTERNAL_ERROR,
+        },
+        _ => INTERNAL_ERROR,
+    }
+}
+
+/// Rewrites an error of the query layer into a Postgres error with the right
+/// SQLSTATE and a message without Rust type names.
+pub fn classify(error: &mut PgWireError) {
+    let PgWireError::ApiError(inner) = error else {
+        return;
+    };
+    let (code, message) = match inner.downcast_ref::<DataFusionError>() {
+        Some(df) => (for_datafusion(df), df.strip_backtrace()),
+        None => (INTERNAL_ERROR, inner.to_string()),
+    };
+    *error = PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        code.to_string(),
+        message,
+    )));
+}

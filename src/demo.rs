@@ -319,6 +319,10 @@ impl<'a> Generator<'a> {
                             .and_hms_opt(8, 0, 0)
                             .unwrap_or_default(),
                     ) + Duration::seconds((self.u01(&[key[0], key[1], "sec"]) * 32_400.0) as i64);
+                // Nothing is submitted in the future: the last month's late
+                // reports arrive "now" instead.
+                let now = Utc::now();
+                let at = at.min(now - Duration::hours(1));
                 if self.u01(&[key[0], key[1], "corrected"]) < CORRECTED {
                     // A correction revises the first few values by a few percent.
                     let revised: Vec<(String, f64)> = values
@@ -341,7 +345,7 @@ impl<'a> Generator<'a> {
                         unit: ward.code.clone(),
                         period,
                         revision: 1,
-                        submitted_at: at + Duration::days(12),
+                        submitted_at: (at + Duration::days(12)).min(now),
                         values: revised,
                     });
                 }

@@ -1,6 +1,7 @@
 //! The one place where errors become Postgres SQLSTATE codes.
 
 use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
 use pgwire::error::{ErrorInfo, PgWireError};
 
 pub const SYNTAX_ERROR: &str = "42601";
@@ -56,9 +57,12 @@ pub fn classify(error: &mut PgWireError) {
     let PgWireError::ApiError(inner) = error else {
         return;
     };
-    let (code, message) = match inner.downcast_ref::<DataFusionError>() {
-        Some(df) => (for_datafusion(df), df.strip_backtrace()),
-        None => (INTERNAL_ERROR, inner.to_string()),
+    let (code, message) = if let Some(df) = inner.downcast_ref::<DataFusionError>() {
+        (for_datafusion(df), df.strip_backtrace())
+    } else if inner.downcast_ref::<ParserError>().is_some() {
+        (SYNTAX_ERROR, inner.to_string())
+    } else {
+        (INTERNAL_ERROR, inner.to_string())
     };
     *error = PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".to_string(),

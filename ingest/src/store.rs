@@ -15,7 +15,7 @@ use datafusion::arrow::compute::{SortColumn, lexsort_to_indices, take_record_bat
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{DataType, PrimitiveType};
 use deltalake::protocol::SaveMode;
-use deltalake::{DeltaTable, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use tokio::sync::Mutex;
 use url::Url;
 
@@ -67,10 +67,14 @@ impl ReportStore {
     /// Opens the table at `location`, creating an empty one if there is none.
     pub async fn open_or_create(location: Url) -> Result<Self, IngestError> {
         let err = table_err(&location);
-        let table = DeltaTable::try_from_url(location.clone())
-            .await
+        // Probe before loading: loading a location without a log is an
+        // error the Delta kernel logs loudly, and "no table yet" is normal here.
+        let mut table = DeltaTableBuilder::from_url(location.clone())
+            .map_err(&err)?
+            .build()
             .map_err(&err)?;
-        let table = if table.version().is_some() {
+        let table = if table.verify_deltatable_existence().await.map_err(&err)? {
+            table.load().await.map_err(&err)?;
             table
         } else {
             let string = DataType::Primitive(PrimitiveType::String);

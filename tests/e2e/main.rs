@@ -1,1 +1,14 @@
+//! End-to-end tests: the real `baocao` binary, a server on a free loopback
+//! port, and real Postgres clients (tokio-postgres and psql).
+//!
+//! One test binary on purpose: each file directly under `tests/` would link
+//! the whole engine again.
 
+mod support;
+
+mod catalog_tables;
+mod cli_errors;
+mod demo;
+mod examples;
+mod reports;
+mod sql_errors;

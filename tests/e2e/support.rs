@@ -1,0 +1,232 @@
+//! Starting warehouses and servers for the tests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::parquet::arrow::ArrowWriter;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command as TokioCommand};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_baocao");
+
+/// Runs the binary with `args` and returns its output.
+pub fn baocao(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("BAOCAO_WAREHOUSE")
+        .env_remove("BAOCAO_LISTEN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run baocao")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A warehouse in a temporary folder, removed at the end of the test.
+pub struct TestWarehouse {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestWarehouse {
+    /// An empty warehouse (`baocao init`).
+    pub fn empty() -> TestWarehouse {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = TestWarehouse { dir };
+        let out = baocao(&["init", "--warehouse", w.path_str()]);
+        assert!(out.status.success(), "init failed: {}", stderr(&out));
+        w
+    }
+
+    /// A demo warehouse for the months `from..=to`.
+    pub fn demo(from: &str, to: &str) -> TestWarehouse {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = TestWarehouse { dir };
+        let out = baocao(&["demo", "--warehouse", w.path_str(), "--from", from, "--to", to, "--no-serve"]);
+        assert!(out.status.success(), "demo failed: {}", stderr(&out));
+        w
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path_str(&self) -> &str {
+        self.dir.path().to_str().expect("utf-8 temp path")
+    }
+
+    /// Commits `rows` with `baocao ingest`, returning the command's output.
+    pub fn ingest(&self, name: &str, rows: &[Row]) -> Output {
+        let file = self.write_parquet(name, rows);
+        baocao(&["ingest", "--warehouse", self.path_str(), "--submitted-by", "test", file.to_str().expect("path")])
+    }
+
+    pub fn write_parquet(&self, name: &str, rows: &[Row]) -> PathBuf {
+        let path = self.path().join(name);
+        write_parquet(&path, rows);
+        path
+    }
+
+    /// The number of commits in the reports table's log.
+    pub fn commits(&self) -> usize {
+        std::fs::read_dir(self.path().join("reports/_delta_log"))
+            .expect("delta log")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .count()
+    }
+}
+
+/// One report value, as an ETL job would write it.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub unit: String,
+    pub period: String,
+    pub indicator: String,
+    pub value: f64,
+}
+
+pub fn row(unit: &str, period: &str, indicator: &str, value: f64) -> Row {
+    Row {
+        unit: unit.into(),
+        period: period.into(),
+        indicator: indicator.into(),
+        value,
+    }
+}
+
+pub fn write_parquet(path: &Path, rows: &[Row]) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("unit_code", DataType::Utf8, false),
+        Field::new("period", DataType::Utf8, false),
+        Field::new("indicator_code", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(rows.iter().map(|r| r.unit.as_str()).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.period.as_str()).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.indicator.as_str()).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(rows.iter().map(|r| r.value).collect::<Vec<_>>())),
+        ],
+    )
+    .expect("batch");
+    let file = std::fs::File::create(path).expect("create parquet");
+    let mut writer = ArrowWriter::try_new(file, schema, None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+}
+
+/// A unit of the shipped hierarchy files, read straight from the CSV (not
+/// through baocao), so expected values are computed independently.
+#[derive(Debug, Clone)]
+pub struct CsvUnit {
+    pub code: String,
+    pub name: String,
+    pub level: String,
+    pub parent: String,
+}
+
+pub fn shipped_units(version: &str) -> Vec<CsvUnit> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("catalog/data/hierarchy/units_{version}.csv"));
+    let mut reader = csv::Reader::from_path(&path).expect("units csv");
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("record");
+            CsvUnit {
+                code: r[0].to_string(),
+                name: r[1].to_string(),
+                level: r[2].to_string(),
+                parent: r[3].to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Ward code -> district code, for the pre-2025 hierarchy.
+pub fn ward_districts() -> BTreeMap<String, String> {
+    shipped_units("2025-01-01")
+        .into_iter()
+        .filter(|u| u.level == "ward")
+        .map(|u| (u.code, u.parent))
+        .collect()
+}
+
+/// A running `baocao serve`, stopped when dropped.
+pub struct TestServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl TestServer {
+    pub async fn start(warehouse: &TestWarehouse) -> TestServer {
+        let mut child = TokioCommand::new(BIN)
+            .args(["serve", "--warehouse", warehouse.path_str(), "--listen", "127.0.0.1:0"])
+            .env("BAOCAO_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        // A guard against a hung start-up, not a performance bound.
+        let port = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(line) = lines.next_line().await.expect("read server output") {
+                if let Some(addr) = line.strip_prefix("baocao is listening on ") {
+                    let port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
+                    return port.expect("port in the listening line");
+                }
+            }
+            panic!("the server exited before listening");
+        })
+        .await
+        .expect("server start-up");
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        TestServer { child, port }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={} user=tester dbname=baocao", self.port),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+    }
+
+    /// Runs psql with `args` (unaligned, tuples only unless overridden).
+    pub fn psql(&self, args: &[&str]) -> Output {
+        Command::new("psql")
+            .args(["-X", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "tester", "-d", "baocao"])
+            .args(args)
+            .env("PGCONNECT_TIMEOUT", "30")
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql must be installed (scripts/test installs it)")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result, bail};
 use baocao_catalog::{Catalog, HierarchyVersion, Level, Period, PeriodType, UnitCode, ValueKind};
-use baocao_ingest::{ReportStore, Submission, Validator, reporting_level};
+use baocao_ingest::{ReportStore, Submission, Validator};
 use chrono::{Duration, NaiveDate, TimeZone, Utc};
 use datafusion::arrow::array::{Float64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -284,7 +284,7 @@ impl<'a> Generator<'a> {
             .filter(|i| {
                 i.period_type == kind
                     && i.lowest_level == Level::Ward
-                    && reporting_level(i, version) == Level::Ward
+                    && i.reporting_level(version) == Level::Ward
             })
             .collect()
     }

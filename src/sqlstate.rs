@@ -10,6 +10,7 @@ pub const UNDEFINED_COLUMN: &str = "42703";
 pub const UNDEFINED_FUNCTION: &str = "42883";
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 pub const DATA_EXCEPTION: &str = "22000";
+pub const INVALID_PARAMETER_VALUE: &str = "22023";
 pub const DIVISION_BY_ZERO: &str = "22012";
 pub const OUT_OF_MEMORY: &str = "53200";
 pub const INTERNAL_ERROR: &str = "XX000";
@@ -36,6 +37,12 @@ pub fn for_datafusion(e: &DataFusionError) -> &'static str {
         DataFusionError::ResourcesExhausted(_) => OUT_OF_MEMORY,
         DataFusionError::ArrowError(ae, _) => match ae.as_ref() {
             datafusion::arrow::error::ArrowError::DivideByZero => DIVISION_BY_ZERO,
+            datafusion::arrow::error::ArrowError::ExternalError(inner) => {
+                match inner.downcast_ref::<DataFusionError>() {
+                    Some(df) => for_datafusion(df),
+                    None => DATA_EXCEPTION,
+                }
+            }
             _ => DATA_EXCEPTION,
         },
         DataFusionError::Execution(msg) if msg.contains("Divide by zero") => DIVISION_BY_ZERO,
@@ -43,10 +50,18 @@ pub fn for_datafusion(e: &DataFusionError) -> &'static str {
         DataFusionError::Diagnostic(_, inner) => for_datafusion(inner),
         DataFusionError::Shared(inner) => for_datafusion(inner),
         DataFusionError::Collection(v) => v.first().map(for_datafusion).unwrap_or(INTERNAL_ERROR),
-        DataFusionError::External(inner) => match inner.downcast_ref::<DataFusionError>() {
-            Some(df) => for_datafusion(df),
-            None => INTERNAL_ERROR,
-        },
+        DataFusionError::External(inner) => {
+            if let Some(df) = inner.downcast_ref::<DataFusionError>() {
+                for_datafusion(df)
+            } else if inner
+                .downcast_ref::<baocao_queries::InvalidArgument>()
+                .is_some()
+            {
+                INVALID_PARAMETER_VALUE
+            } else {
+                INTERNAL_ERROR
+            }
+        }
         _ => INTERNAL_ERROR,
     }
 }
@@ -58,7 +73,13 @@ pub fn classify(error: &mut PgWireError) {
         return;
     };
     let (code, message) = if let Some(df) = inner.downcast_ref::<DataFusionError>() {
-        (for_datafusion(df), df.strip_backtrace())
+        let code = for_datafusion(df);
+        let mut message = df.strip_backtrace();
+        if code == INVALID_PARAMETER_VALUE {
+            // The function's own message says it all.
+            message = message.trim_start_matches("External error: ").to_string();
+        }
+        (code, message)
     } else if inner.downcast_ref::<ParserError>().is_some() {
         (SYNTAX_ERROR, inner.to_string())
     } else {

@@ -11,7 +11,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::period::PeriodType;
-use crate::unit::Level;
+use crate::unit::{HierarchyVersion, Level};
 
 /// The sectors of Hanoi's socio-economic reporting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -305,8 +305,25 @@ pub struct Indicator {
 }
 
 impl Indicator {
-    /// Whether a unit of `level` reports this indicator.
-    pub fn reported_at(&self, level: Level) -> bool {
-        level <= self.lowest_level
+    /// The level that reports this indicator in `version`: its lowest
+    /// level or, where the version has no unit of that level (no districts
+    /// after the 2025 reform), the nearest level below that exists, to which
+    /// the reform moved the abolished level's work (failing that, above).
+    pub fn reporting_level(&self, version: &HierarchyVersion) -> Level {
+        let wanted = self.lowest_level;
+        if version.has_level(wanted) {
+            return wanted;
+        }
+        Level::ALL
+            .into_iter()
+            .filter(|l| *l > wanted)
+            .find(|l| version.has_level(*l))
+            .or_else(|| {
+                Level::ALL
+                    .into_iter()
+                    .rev()
+                    .find(|l| *l < wanted && version.has_level(*l))
+            })
+            .unwrap_or(wanted)
     }
 }

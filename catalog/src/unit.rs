@@ -275,6 +275,20 @@ impl Hierarchies {
             .or_else(|| self.versions.first())
     }
 
+    /// Index (into [`Hierarchies::versions`]) of the version in force on
+    /// `date`, by the rule of [`Hierarchies::version_for`].
+    pub fn index_for(&self, date: NaiveDate) -> Option<usize> {
+        if self.versions.is_empty() {
+            return None;
+        }
+        Some(
+            self.versions
+                .iter()
+                .rposition(|v| v.effective <= date)
+                .unwrap_or(0),
+        )
+    }
+
     /// The interval `[valid_from, valid_to)` in which version `i` is used.
     /// `valid_from` is `None` for the oldest version (open start) and
     /// `valid_to` is `None` for the newest (still in force).

@@ -16,4 +16,4 @@ mod validate;
 pub use error::{IngestError, MAX_ERRORS, Rejection, RowError};
 pub use read::read_parquet_file;
 pub use store::{Receipt, ReportStore, Submission};
-pub use validate::{ValidBatch, Validator, reporting_level};
+pub use validate::{ValidBatch, Validator};

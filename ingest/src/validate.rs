@@ -7,7 +7,7 @@
 //! can be committed.
 
 use baocao_catalog::report::{INDICATOR_CODE, PERIOD, UNIT_CODE, VALUE};
-use baocao_catalog::{Catalog, HierarchyVersion, Indicator, Level, Period, ValueKind};
+use baocao_catalog::{Catalog, Indicator, Period, ValueKind};
 use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
@@ -79,29 +79,6 @@ impl ValidBatch {
 pub struct Validator<'a> {
     catalog: &'a Catalog,
     today: NaiveDate,
-}
-
-/// The level that reports `indicator` in `version`: its lowest level, or,
-/// where the version has no unit of that level (no districts after the 2025
-/// reform), the nearest level below that exists, to which the reform moved
-/// the abolished level's work.
-pub fn reporting_level(indicator: &Indicator, version: &HierarchyVersion) -> Level {
-    let has = |l: Level| version.has_level(l);
-    let wanted = indicator.lowest_level;
-    if has(wanted) {
-        return wanted;
-    }
-    Level::ALL
-        .into_iter()
-        .filter(|l| *l > wanted)
-        .find(|l| has(*l))
-        .or_else(|| {
-            Level::ALL
-                .into_iter()
-                .rev()
-                .find(|l| *l < wanted && has(*l))
-        })
-        .unwrap_or(wanted)
 }
 
 fn string_column(
@@ -287,7 +264,7 @@ impl<'a> Validator<'a> {
                 );
                 continue;
             };
-            let level = reporting_level(indicator, version);
+            let level = indicator.reporting_level(version);
             match version.get_str(unit) {
                 None => push(
                     &mut errors,

@@ -8,14 +8,18 @@
 //! | `units` | units per hierarchy version, with their ancestors per level |
 //! | `unit_ancestors` | (unit, ancestor, depth) pairs per version, for roll-ups |
 //! | `unit_changes` | old ward -> new ward mapping of a reform |
+//! | `rollup` | every indicator at every level and period type, by its rules, along the hierarchy in force |
+//! | `rollup_current` | the same along the newest hierarchy, comparable across reforms |
 //! | `indicators` | the indicator catalog and its aggregation rules |
 //! | `periods` | months, quarters, half-years, years with their spans |
 //!
 //! The catalog tables are in memory (they are small and change only with
 //! the catalog files); the report tables read the Delta table live.
 
+mod functions;
 mod latest;
 mod live;
+mod rollup;
 
 use std::sync::Arc;
 
@@ -25,8 +29,10 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 
+pub use functions::InvalidArgument;
 pub use latest::LatestReports;
 pub use live::LiveDeltaTable;
+pub use rollup::{Frame, Rollup};
 
 /// The canonical example queries, shipped with the crate (`queries/sql/`).
 pub const EXAMPLES: &[(&str, &str)] = &[
@@ -91,7 +97,21 @@ pub async fn register(ctx: &SessionContext, catalog: &Catalog, reports: DeltaTab
         mem(tables::periods(PERIOD_YEARS).map_err(catalog_err)?)?,
     )?;
     let history = Arc::new(LiveDeltaTable::open(reports).await?);
-    ctx.register_table("reports", Arc::new(LatestReports::new(history.clone())?))?;
+    let latest = Arc::new(LatestReports::new(history.clone())?);
+    let shared = Arc::new(catalog.clone());
+    ctx.register_table(
+        "rollup",
+        Arc::new(Rollup::new(shared.clone(), latest.clone(), Frame::InForce)),
+    )?;
+    let shared_for_functions = shared.clone();
+    ctx.register_table(
+        "rollup_current",
+        Arc::new(Rollup::new(shared, latest.clone(), Frame::Current)),
+    )?;
+    ctx.register_table("reports", latest)?;
+    for f in functions::all(shared_for_functions) {
+        ctx.register_udf(f);
+    }
     ctx.register_table("reports_history", history)?;
     Ok(())
 }

@@ -9,17 +9,36 @@ async fn psql_lists_and_describes_the_tables() {
     let server = TestServer::start(&w).await;
 
     let out = server.psql(&["-A", "-t", "-c", "\\dt"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listing = stdout(&out);
-    let mut names: Vec<&str> = listing.lines().filter_map(|l| l.split('|').nth(1)).collect();
+    let mut names: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.split('|').nth(1))
+        .collect();
     names.sort();
     assert_eq!(
         names,
-        ["indicators", "periods", "reports", "reports_history", "unit_ancestors", "unit_changes", "units"]
+        [
+            "indicators",
+            "periods",
+            "reports",
+            "reports_history",
+            "unit_ancestors",
+            "unit_changes",
+            "units"
+        ]
     );
 
     let out = server.psql(&["-A", "-t", "-c", "\\d reports"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let described = stdout(&out);
     let columns: Vec<(&str, &str)> = described
         .lines()
@@ -55,7 +74,10 @@ async fn units_hold_both_hanoi_hierarchies() {
         )
         .await
         .expect("query");
-    let got: Vec<(String, String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let got: Vec<(String, String, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     let expected = |v: &str| {
         let units = shipped_units(v);
         let count = |l: &str| units.iter().filter(|u| u.level == l).count() as i64;
@@ -86,7 +108,10 @@ async fn units_hold_both_hanoi_hierarchies() {
     assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("001"));
     assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("00004"));
     assert!(row.get::<_, bool>(3));
-    assert_eq!(row.get::<_, Option<String>>(4).as_deref(), Some("2025-07-01"));
+    assert_eq!(
+        row.get::<_, Option<String>>(4).as_deref(),
+        Some("2025-07-01")
+    );
 
     // unit_ancestors: every old ward has exactly three rows (itself, district, city).
     let row = client
@@ -96,10 +121,21 @@ async fn units_hold_both_hanoi_hierarchies() {
         )
         .await
         .expect("ancestors");
-    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i32>(2)), (526 * 3, 526, 2));
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i32>(2)
+        ),
+        (526 * 3, 526, 2)
+    );
 
     // The reform mapping is there, with the real row count.
-    let n: i64 = client.query_one("SELECT COUNT(*) FROM unit_changes", &[]).await.expect("changes").get(0);
+    let n: i64 = client
+        .query_one("SELECT COUNT(*) FROM unit_changes", &[])
+        .await
+        .expect("changes")
+        .get(0);
     assert_eq!(n, 794);
 }
 
@@ -115,7 +151,10 @@ async fn utf8_names_round_trip() {
         .map(|u| (u.code, u.name))
         .collect();
     let rows = client
-        .query("SELECT code, name FROM units WHERE version = DATE '2025-07-01'", &[])
+        .query(
+            "SELECT code, name FROM units WHERE version = DATE '2025-07-01'",
+            &[],
+        )
         .await
         .expect("names");
     assert_eq!(rows.len(), file_names.len());
@@ -128,15 +167,26 @@ async fn utf8_names_round_trip() {
     // A UTF-8 parameter finds its row, and psql prints the same text.
     let name = "Thành phố Hà Nội";
     let row = client
-        .query_one("SELECT code FROM units WHERE name = $1 AND version = DATE '2025-07-01'", &[&name])
+        .query_one(
+            "SELECT code FROM units WHERE name = $1 AND version = DATE '2025-07-01'",
+            &[&name],
+        )
         .await
         .expect("by name");
     assert_eq!(row.get::<_, String>(0), "01");
-    let out = server.psql(&["-A", "-t", "-c", "SELECT name FROM units WHERE code = '01' AND version = DATE '2025-07-01'"]);
+    let out = server.psql(&[
+        "-A",
+        "-t",
+        "-c",
+        "SELECT name FROM units WHERE code = '01' AND version = DATE '2025-07-01'",
+    ]);
     assert_eq!(stdout(&out).trim(), name);
 
     let row = client
-        .query_one("SELECT name_vi FROM indicators WHERE code = 'poverty_rate'", &[])
+        .query_one(
+            "SELECT name_vi FROM indicators WHERE code = 'poverty_rate'",
+            &[],
+        )
         .await
         .expect("indicator");
     assert_eq!(row.get::<_, String>(0), "Tỷ lệ hộ nghèo");
@@ -164,13 +214,21 @@ async fn indicators_and_periods_describe_the_rules() {
         )
         .await
         .expect("rules");
-    let got: Vec<(String, String, String, f64)> = rules.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    let got: Vec<(String, String, String, f64)> = rules
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
     assert_eq!(
         got,
         vec![
             ("births".into(), "sum".into(), "sum".into(), 1.0),
             ("population".into(), "sum".into(), "last".into(), 1.0),
-            ("poverty_rate".into(), "ratio:poor_households/households".into(), "last".into(), 100.0),
+            (
+                "poverty_rate".into(),
+                "ratio:poor_households/households".into(),
+                "last".into(),
+                100.0
+            ),
         ]
     );
 
@@ -181,10 +239,30 @@ async fn indicators_and_periods_describe_the_rules() {
         )
         .await
         .expect("period");
-    let got: (String, String, String, Option<String>, Option<String>, String) =
-        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+    let got: (
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        String,
+    ) = (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+    );
     assert_eq!(
         got,
-        ("month".into(), "2024-08-01".into(), "2024-08-31".into(), Some("2024Q3".into()), Some("2024S2".into()), "2024".into())
+        (
+            "month".into(),
+            "2024-08-01".into(),
+            "2024-08-31".into(),
+            Some("2024Q3".into()),
+            Some("2024S2".into()),
+            "2024".into()
+        )
     );
 }

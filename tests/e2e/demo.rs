@@ -8,11 +8,29 @@ async fn demo_spans_the_reform_and_resumes() {
     let w = TestWarehouse::demo("2025-05", "2025-06");
     let commits = w.commits();
     // Running again with a later end only adds the new months.
-    let out = baocao(&["demo", "--warehouse", w.path_str(), "--from", "2025-05", "--to", "2025-08", "--no-serve"]);
+    let out = baocao(&[
+        "demo",
+        "--warehouse",
+        w.path_str(),
+        "--from",
+        "2025-05",
+        "--to",
+        "2025-08",
+        "--no-serve",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(w.commits(), commits + 2);
     // And a third run has nothing to do.
-    let out = baocao(&["demo", "--warehouse", w.path_str(), "--from", "2025-05", "--to", "2025-08", "--no-serve"]);
+    let out = baocao(&[
+        "demo",
+        "--warehouse",
+        w.path_str(),
+        "--from",
+        "2025-05",
+        "--to",
+        "2025-08",
+        "--no-serve",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(w.commits(), commits + 2);
 
@@ -26,14 +44,27 @@ async fn demo_spans_the_reform_and_resumes() {
         )
         .await
         .expect("population");
-    let got: Vec<(String, i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let got: Vec<(String, i64, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     assert_eq!(got.len(), 4);
     for (period, wards, population) in &got {
-        let all = if period.as_str() < "2025-07" { 526 } else { 126 };
+        let all = if period.as_str() < "2025-07" {
+            526
+        } else {
+            126
+        };
         // About 2% of reports are missing: some, not many.
-        assert!(*wards < all && *wards >= all * 95 / 100, "{period}: {wards} of {all}");
+        assert!(
+            *wards < all && *wards >= all * 95 / 100,
+            "{period}: {wards} of {all}"
+        );
         // Hanoi has about 8.6 million people; the reporting wards hold most of them.
-        assert!((7_500_000..10_500_000).contains(population), "{period}: {population}");
+        assert!(
+            (7_500_000..10_500_000).contains(population),
+            "{period}: {population}"
+        );
     }
     // Every reporting ward exists in the hierarchy of its period.
     let orphans: i64 = client
@@ -88,13 +119,19 @@ fn demo_is_deterministic_for_a_seed() {
         let mut files: Vec<(String, Vec<u8>)> = Vec::new();
         for part in ["period=2024-12", "period=2024"] {
             let dir = w.path().join("reports").join(part);
-            let mut entries: Vec<_> = std::fs::read_dir(&dir).expect("partition").filter_map(Result::ok).collect();
+            let mut entries: Vec<_> = std::fs::read_dir(&dir)
+                .expect("partition")
+                .filter_map(Result::ok)
+                .collect();
             entries.sort_by_key(|e| e.file_name());
             for e in entries {
                 files.push((part.to_string(), std::fs::read(e.path()).expect("read")));
             }
         }
-        files.into_iter().map(|(p, bytes)| (p, bytes.len())).collect::<Vec<_>>()
+        files
+            .into_iter()
+            .map(|(p, bytes)| (p, bytes.len()))
+            .collect::<Vec<_>>()
     };
     assert_eq!(data(&a), data(&b));
 }

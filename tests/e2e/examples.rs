@@ -32,13 +32,21 @@ async fn every_example_query_runs() {
         assert!(rows > 0, "{} returned no rows", file.display());
         // psql runs it too.
         let out = server.psql(&["-v", "ON_ERROR_STOP=1", "-f", file.to_str().expect("path")]);
-        assert!(out.status.success(), "psql {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     // Completeness: the expected wards follow the hierarchy of each month.
     let sql = std::fs::read_to_string(dir.join("reporting_completeness.sql")).expect("read");
     let rows = client.query(&sql, &[]).await.expect("completeness");
-    let got: Vec<(String, i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let got: Vec<(String, i64, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     assert_eq!(got.len(), 12);
     for (period, reported, expected) in &got {
         let (all, present) = match period.as_str() {
@@ -48,7 +56,10 @@ async fn every_example_query_runs() {
         };
         assert_eq!(*expected, all, "{period}");
         if present {
-            assert!(*reported > all * 95 / 100 && *reported < all, "{period}: {reported}");
+            assert!(
+                *reported > all * 95 / 100 && *reported < all,
+                "{period}: {reported}"
+            );
         } else {
             assert_eq!(*reported, 0, "{period}");
         }
@@ -62,6 +73,9 @@ async fn every_example_query_runs() {
         .get(0);
     let sql = std::fs::read_to_string(dir.join("births_by_quarter.sql")).expect("read");
     let rows = client.query(&sql, &[]).await.expect("by quarter");
-    let q4 = rows.iter().find(|r| r.get::<_, String>(0) == "2024Q4").expect("2024Q4");
+    let q4 = rows
+        .iter()
+        .find(|r| r.get::<_, String>(0) == "2024Q4")
+        .expect("2024Q4");
     assert_eq!(q4.get::<_, i64>(1), quarter);
 }

@@ -8,7 +8,9 @@ use crate::support::{Row, TestServer, TestWarehouse, row, stderr, ward_districts
 
 /// A deterministic, varied population per ward.
 fn population(code: &str) -> f64 {
-    let n: u64 = code.bytes().fold(7, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let n: u64 = code
+        .bytes()
+        .fold(7, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     (8_000 + n % 20_000) as f64
 }
 
@@ -28,7 +30,10 @@ async fn district_and_city_totals_equal_the_sum_of_their_wards() {
     let w = TestWarehouse::empty();
     let wards = ward_districts();
     assert_eq!(wards.len(), 526);
-    let rows: Vec<Row> = wards.keys().map(|c| row(c, "2024-06", "population", population(c))).collect();
+    let rows: Vec<Row> = wards
+        .keys()
+        .map(|c| row(c, "2024-06", "population", population(c)))
+        .collect();
     let out = w.ingest("june.parquet", &rows);
     assert!(out.status.success(), "{}", stderr(&out));
 
@@ -42,7 +47,10 @@ async fn district_and_city_totals_equal_the_sum_of_their_wards() {
 
     let server = TestServer::start(&w).await;
     let client = server.client().await;
-    let got = client.query(DISTRICT_TOTALS, &[&"2024-06"]).await.expect("roll-up");
+    let got = client
+        .query(DISTRICT_TOTALS, &[&"2024-06"])
+        .await
+        .expect("roll-up");
     assert_eq!(got.len(), 31, "the city and 30 districts");
     // ROLLUP's grand total row first: the city.
     assert_eq!(got[0].get::<_, Option<String>>(0), None);
@@ -50,7 +58,12 @@ async fn district_and_city_totals_equal_the_sum_of_their_wards() {
     assert_eq!(got[0].get::<_, i64>(2), 526);
     let by_district: BTreeMap<String, (f64, i64)> = got[1..]
         .iter()
-        .map(|r| (r.get::<_, Option<String>>(0).unwrap_or_default(), (r.get(1), r.get(2))))
+        .map(|r| {
+            (
+                r.get::<_, Option<String>>(0).unwrap_or_default(),
+                (r.get(1), r.get(2)),
+            )
+        })
         .collect();
     assert_eq!(by_district, expected);
 
@@ -65,10 +78,17 @@ async fn district_and_city_totals_equal_the_sum_of_their_wards() {
         )
         .await
         .expect("ancestors roll-up");
-    let got: Vec<(String, i64, f64)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let got: Vec<(String, i64, f64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     assert_eq!(
         got,
-        vec![("district".into(), 30, city), ("province".into(), 1, city), ("ward".into(), 526, city)]
+        vec![
+            ("district".into(), 30, city),
+            ("province".into(), 1, city),
+            ("ward".into(), 526, city)
+        ]
     );
 }
 
@@ -81,17 +101,28 @@ async fn after_the_reform_new_wards_roll_up_straight_to_the_city() {
         .map(|u| u.code)
         .collect();
     assert_eq!(new_wards.len(), 126);
-    let rows: Vec<Row> = new_wards.iter().map(|c| row(c, "2025-08", "population", population(c))).collect();
+    let rows: Vec<Row> = new_wards
+        .iter()
+        .map(|c| row(c, "2025-08", "population", population(c)))
+        .collect();
     let out = w.ingest("aug.parquet", &rows);
     assert!(out.status.success(), "{}", stderr(&out));
     // An old ward code that was not reused is refused for a post-reform period.
     let out = w.ingest("old.parquet", &[row("00007", "2025-08", "births", 3.0)]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("unit_code '00007' is not a unit of the hierarchy in force in 2025-08"), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("unit_code '00007' is not a unit of the hierarchy in force in 2025-08"),
+        "{}",
+        stderr(&out)
+    );
 
     let server = TestServer::start(&w).await;
     let client = server.client().await;
-    let got = client.query(DISTRICT_TOTALS, &[&"2025-08"]).await.expect("roll-up");
+    let got = client
+        .query(DISTRICT_TOTALS, &[&"2025-08"])
+        .await
+        .expect("roll-up");
     let city: f64 = new_wards.iter().map(|c| population(c)).sum();
     // No districts: the ROLLUP has the city row and one NULL-district group.
     assert_eq!(got.len(), 2);
@@ -102,19 +133,33 @@ async fn after_the_reform_new_wards_roll_up_straight_to_the_city() {
 #[tokio::test]
 async fn a_correction_supersedes_and_history_keeps_both() {
     let w = TestWarehouse::empty();
-    let out = w.ingest("first.parquet", &[row("00004", "2024-07", "births", 20.0), row("00004", "2024-07", "deaths", 7.0)]);
+    let out = w.ingest(
+        "first.parquet",
+        &[
+            row("00004", "2024-07", "births", 20.0),
+            row("00004", "2024-07", "deaths", 7.0),
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
 
     // The server is running while the correction lands: no restart needed.
     let server = TestServer::start(&w).await;
     let client = server.client().await;
-    let value = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, f64)> { rows.iter().map(|r| (r.get(0), r.get(1))).collect() };
+    let value = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, f64)> {
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    };
     let q = "SELECT indicator_code, value FROM reports WHERE unit_code = '00004' AND period = '2024-07' ORDER BY indicator_code";
-    assert_eq!(value(client.query(q, &[]).await.expect("before")), vec![("births".into(), 20.0), ("deaths".into(), 7.0)]);
+    assert_eq!(
+        value(client.query(q, &[]).await.expect("before")),
+        vec![("births".into(), 20.0), ("deaths".into(), 7.0)]
+    );
 
     let out = w.ingest("fix.parquet", &[row("00004", "2024-07", "births", 23.0)]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(value(client.query(q, &[]).await.expect("after")), vec![("births".into(), 23.0), ("deaths".into(), 7.0)]);
+    assert_eq!(
+        value(client.query(q, &[]).await.expect("after")),
+        vec![("births".into(), 23.0), ("deaths".into(), 7.0)]
+    );
 
     let rows = client
         .query(
@@ -128,7 +173,10 @@ async fn a_correction_supersedes_and_history_keeps_both() {
 
     // A filter on the value applies to the latest value only.
     let n: i64 = client
-        .query_one("SELECT COUNT(*) FROM reports WHERE indicator_code = 'births' AND value = 20", &[])
+        .query_one(
+            "SELECT COUNT(*) FROM reports WHERE indicator_code = 'births' AND value = 20",
+            &[],
+        )
         .await
         .expect("count")
         .get(0);
@@ -166,13 +214,27 @@ async fn an_invalid_file_commits_nothing() {
 
     // The same checks one by one, for the rows the summary line leaves out.
     let out = w.ingest("rate.parquet", &[rows[5].clone()]);
-    assert!(stderr(&out).contains("row 1: value 130 of 'health_insurance_coverage' is above its maximum 100"), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("row 1: value 130 of 'health_insurance_coverage' is above its maximum 100"),
+        "{}",
+        stderr(&out)
+    );
     let out = w.ingest("level.parquet", &[rows[6].clone()]);
     assert!(stderr(&out).contains("row 1: unit_code '001' is a district but indicator 'births' is reported by each ward in 2024-07"), "{}", stderr(&out));
     let out = w.ingest("dup.parquet", &[rows[0].clone(), rows[0].clone()]);
-    assert!(stderr(&out).contains("row 2: unit 00004 period 2024-07 indicator births appears more than once"), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("row 2: unit 00004 period 2024-07 indicator births appears more than once"),
+        "{}",
+        stderr(&out)
+    );
     let out = w.ingest("future.parquet", &[row("00004", "2999-01", "births", 1.0)]);
-    assert!(stderr(&out).contains("period '2999-01' has not started yet"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("period '2999-01' has not started yet"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(w.commits(), before, "still nothing committed");
 }
 
@@ -197,18 +259,36 @@ async fn a_file_with_the_wrong_columns_is_refused() {
         )
         .expect("batch");
         let file = std::fs::File::create(&path).expect("create");
-        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).expect("writer");
+        let mut writer =
+            datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).expect("writer");
         writer.write(&batch).expect("write");
         writer.close().expect("close");
     }
-    let out = crate::support::baocao(&["ingest", "--warehouse", w.path_str(), path.to_str().expect("path")]);
+    let out = crate::support::baocao(&[
+        "ingest",
+        "--warehouse",
+        w.path_str(),
+        path.to_str().expect("path"),
+    ]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("column unit_code must be text, not Int64"), "{err}");
+    assert!(
+        err.contains("column unit_code must be text, not Int64"),
+        "{err}"
+    );
     assert!(err.contains("column indicator_code is missing"), "{err}");
 
     let junk = w.path().join("junk.parquet");
     std::fs::write(&junk, b"not parquet at all").expect("write");
-    let out = crate::support::baocao(&["ingest", "--warehouse", w.path_str(), junk.to_str().expect("path")]);
-    assert!(stderr(&out).contains("not a readable Parquet file"), "{}", stderr(&out));
+    let out = crate::support::baocao(&[
+        "ingest",
+        "--warehouse",
+        w.path_str(),
+        junk.to_str().expect("path"),
+    ]);
+    assert!(
+        stderr(&out).contains("not a readable Parquet file"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -52,7 +52,16 @@ impl TestWarehouse {
     pub fn demo(from: &str, to: &str) -> TestWarehouse {
         let dir = tempfile::tempdir().expect("tempdir");
         let w = TestWarehouse { dir };
-        let out = baocao(&["demo", "--warehouse", w.path_str(), "--from", from, "--to", to, "--no-serve"]);
+        let out = baocao(&[
+            "demo",
+            "--warehouse",
+            w.path_str(),
+            "--from",
+            from,
+            "--to",
+            to,
+            "--no-serve",
+        ]);
         assert!(out.status.success(), "demo failed: {}", stderr(&out));
         w
     }
@@ -68,7 +77,14 @@ impl TestWarehouse {
     /// Commits `rows` with `baocao ingest`, returning the command's output.
     pub fn ingest(&self, name: &str, rows: &[Row]) -> Output {
         let file = self.write_parquet(name, rows);
-        baocao(&["ingest", "--warehouse", self.path_str(), "--submitted-by", "test", file.to_str().expect("path")])
+        baocao(&[
+            "ingest",
+            "--warehouse",
+            self.path_str(),
+            "--submitted-by",
+            "test",
+            file.to_str().expect("path"),
+        ])
     }
 
     pub fn write_parquet(&self, name: &str, rows: &[Row]) -> PathBuf {
@@ -115,10 +131,20 @@ pub fn write_parquet(path: &Path, rows: &[Row]) {
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
-            Arc::new(StringArray::from(rows.iter().map(|r| r.unit.as_str()).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rows.iter().map(|r| r.period.as_str()).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rows.iter().map(|r| r.indicator.as_str()).collect::<Vec<_>>())),
-            Arc::new(Float64Array::from(rows.iter().map(|r| r.value).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.unit.as_str()).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.period.as_str()).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                rows.iter()
+                    .map(|r| r.indicator.as_str())
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(
+                rows.iter().map(|r| r.value).collect::<Vec<_>>(),
+            )),
         ],
     )
     .expect("batch");
@@ -139,7 +165,8 @@ pub struct CsvUnit {
 }
 
 pub fn shipped_units(version: &str) -> Vec<CsvUnit> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("catalog/data/hierarchy/units_{version}.csv"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("catalog/data/hierarchy/units_{version}.csv"));
     let mut reader = csv::Reader::from_path(&path).expect("units csv");
     reader
         .records()
@@ -173,7 +200,13 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start(warehouse: &TestWarehouse) -> TestServer {
         let mut child = TokioCommand::new(BIN)
-            .args(["serve", "--warehouse", warehouse.path_str(), "--listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--warehouse",
+                warehouse.path_str(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .env("BAOCAO_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -202,7 +235,10 @@ impl TestServer {
 
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(
-            &format!("host=127.0.0.1 port={} user=tester dbname=baocao", self.port),
+            &format!(
+                "host=127.0.0.1 port={} user=tester dbname=baocao",
+                self.port
+            ),
             tokio_postgres::NoTls,
         )
         .await
@@ -216,7 +252,17 @@ impl TestServer {
     /// Runs psql with `args` (unaligned, tuples only unless overridden).
     pub fn psql(&self, args: &[&str]) -> Output {
         Command::new("psql")
-            .args(["-X", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "tester", "-d", "baocao"])
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "tester",
+                "-d",
+                "baocao",
+            ])
             .args(args)
             .env("PGCONNECT_TIMEOUT", "30")
             .stdin(Stdio::null())

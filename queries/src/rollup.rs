@@ -1,0 +1,767 @@
+//! `rollup` and `rollup_current`: every indicator at every level and every
+//! period type, aggregated by the indicator's own rules.
+//!
+//! For a target unit U, period P and indicator I the value is computed in
+//! three steps, the way DHIS2 applies an aggregation-type pair:
+//!
+//! 1. **map**: every reported value in P is carried onto the *frame*
+//!    hierarchy — the one in force on P's last day (`rollup`) or the newest
+//!    one (`rollup_current`). A value reported under an older hierarchy goes
+//!    through the ward mapping: a whole old ward into its new ward; a split
+//!    old ward to each receiving ward in proportion to that ward's area
+//!    (the area of the parts is not published), for additive rules only.
+//! 2. **across time**, per reporting unit of the frame: `sum`, `last`
+//!    (latest reported sub-period), `average`, `min`, `max`; `none` only
+//!    gives the indicator's own period type.
+//! 3. **across units**, over the reporting units under U: `sum`,
+//!    `average`, `min`, `max`, `count`, `weighted_average` (by the weight
+//!    indicator's value in each unit), `ratio` (`scale × Σ numerator /
+//!    Σ denominator`, over units that reported both), `none` (the
+//!    reporting level only).
+//!
+//! Filters on `unit_code`, `period`, `indicator_code`, `period_type` and
+//! `unit_level` are read from the query before anything is fetched: only
+//! the source periods and indicators they need are scanned.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use baocao_catalog::report::{INDICATOR_CODE, PERIOD, UNIT_CODE, VALUE};
+use baocao_catalog::{
+    AcrossTime, AcrossUnits, Catalog, Hierarchies, Indicator, Level, Period, PeriodType,
+};
+use datafusion::arrow::array::{
+    Array, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::catalog::memory::MemorySourceConfig;
+use datafusion::common::{Result, ScalarValue};
+use datafusion::datasource::{TableProvider, TableType, provider_as_source};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, LogicalPlanBuilder, Operator, TableProviderFilterPushDown, col, lit,
+};
+use datafusion::physical_plan::{ExecutionPlan, collect};
+
+/// Which hierarchy a period rolls up along.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// The hierarchy in force on the period's last day.
+    InForce,
+    /// The newest hierarchy, for series comparable across reforms.
+    Current,
+}
+
+/// Filterable columns, and the output schema.
+const C_UNIT: &str = "unit_code";
+const C_LEVEL: &str = "unit_level";
+const C_PERIOD: &str = "period";
+const C_PTYPE: &str = "period_type";
+const C_INDICATOR: &str = "indicator_code";
+
+pub fn rollup_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(C_UNIT, DataType::Utf8, false),
+        Field::new("unit_name", DataType::Utf8, false),
+        Field::new(C_LEVEL, DataType::Utf8, false),
+        Field::new(C_PERIOD, DataType::Utf8, false),
+        Field::new(C_PTYPE, DataType::Utf8, false),
+        Field::new(C_INDICATOR, DataType::Utf8, false),
+        Field::new("value", DataType::Float64, true),
+        Field::new("reporting_units", DataType::Int64, false),
+        Field::new("expected_units", DataType::Int64, false),
+        Field::new("hierarchy_version", DataType::Date32, false),
+    ]))
+}
+
+/// The roll-up table provider.
+#[derive(Debug)]
+pub struct Rollup {
+    catalog: Arc<Catalog>,
+    reports: Arc<dyn TableProvider>,
+    frame: Frame,
+    schema: SchemaRef,
+}
+
+impl Rollup {
+    pub fn new(catalog: Arc<Catalog>, reports: Arc<dyn TableProvider>, frame: Frame) -> Self {
+        Rollup {
+            catalog,
+            reports,
+            frame,
+            schema: rollup_schema(),
+        }
+    }
+}
+
+/// Values allowed per filterable column (`None`: unconstrained).
+#[derive(Debug, Default, Clone)]
+struct Wanted {
+    sets: HashMap<&'static str, BTreeSet<String>>,
+}
+
+impl Wanted {
+    fn from_filters(filters: &[Expr]) -> Wanted {
+        let mut w = Wanted::default();
+        for f in filters {
+            if let Some((column, values)) = column_values(f) {
+                let set: BTreeSet<String> = values.into_iter().collect();
+                w.sets
+                    .entry(column)
+                    .and_modify(|s| *s = s.intersection(&set).cloned().collect())
+                    .or_insert(set);
+            }
+        }
+        w
+    }
+
+    fn get(&self, column: &str) -> Option<&BTreeSet<String>> {
+        self.sets.get(column)
+    }
+
+    fn allows(&self, column: &str, value: &str) -> bool {
+        self.sets.get(column).is_none_or(|s| s.contains(value))
+    }
+}
+
+fn string_literal(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Some(s.clone()),
+        Expr::Cast(c) => string_literal(&c.expr),
+        _ => None,
+    }
+}
+
+fn filter_column(e: &Expr) -> Option<&'static str> {
+    let name = match e {
+        Expr::Column(c) => c.name.as_str(),
+        Expr::Cast(c) => return filter_column(&c.expr),
+        _ => return None,
+    };
+    [C_UNIT, C_LEVEL, C_PERIOD, C_PTYPE, C_INDICATOR]
+        .into_iter()
+        .find(|c| *c == name)
+}
+
+/// `col = 'x'`, `'x' = col` or `col IN ('x', 'y')` on a filterable column.
+fn column_values(e: &Expr) -> Option<(&'static str, Vec<String>)> {
+    match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => {
+            if let (Some(c), Some(v)) = (filter_column(left), string_literal(right)) {
+                Some((c, vec![v]))
+            } else if let (Some(c), Some(v)) = (filter_column(right), string_literal(left)) {
+                Some((c, vec![v]))
+            } else {
+                None
+            }
+        }
+        Expr::InList(list) if !list.negated => {
+            let c = filter_column(&list.expr)?;
+            let values = list
+                .list
+                .iter()
+                .map(string_literal)
+                .collect::<Option<Vec<_>>>()?;
+            Some((c, values))
+        }
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl TableProvider for Rollup {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Inexact: we use them to narrow the work, DataFusion still applies them.
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if column_values(f).is_some() {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let wanted = Wanted::from_filters(filters);
+        let engine = Engine::new(&self.catalog, self.frame);
+        let plan = engine.plan(&wanted);
+        let data = self.fetch(state, &plan).await?;
+        let batch = engine.compute(&wanted, &plan, &data)?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// The reported values needed, by indicator code.
+type Data = HashMap<String, Vec<(String, Period, f64)>>;
+
+impl Rollup {
+    /// Reads the current reported values of the planned indicators and
+    /// source periods from `reports`.
+    async fn fetch(&self, state: &dyn Session, plan: &FetchPlan) -> Result<Data> {
+        let mut builder =
+            LogicalPlanBuilder::scan("reports", provider_as_source(self.reports.clone()), None)?;
+        builder = builder.filter(col(INDICATOR_CODE).in_list(
+            plan.indicators.iter().map(|i| lit(i.as_str())).collect(),
+            false,
+        ))?;
+        if let Some(periods) = &plan.periods {
+            if periods.is_empty() {
+                return Ok(Data::new());
+            }
+            builder = builder.filter(
+                col(PERIOD).in_list(periods.iter().map(|p| lit(p.to_string())).collect(), false),
+            )?;
+        }
+        let logical = builder
+            .project([col(UNIT_CODE), col(PERIOD), col(INDICATOR_CODE), col(VALUE)])?
+            .build()?;
+        let physical = state.create_physical_plan(&logical).await?;
+        let batches = collect(physical, state.task_ctx()).await?;
+        let mut data = Data::new();
+        for b in batches {
+            let text = |i: usize| -> Result<StringArray> {
+                let a = cast(b.column(i), &DataType::Utf8)?;
+                Ok(a.as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+                    .unwrap_or_else(|| StringArray::from(Vec::<String>::new())))
+            };
+            let (units, periods, inds) = (text(0)?, text(1)?, text(2)?);
+            let values = cast(b.column(3), &DataType::Float64)?;
+            let Some(values) = values.as_any().downcast_ref::<Float64Array>() else {
+                continue;
+            };
+            for r in 0..b.num_rows() {
+                if values.is_null(r) || units.is_null(r) || periods.is_null(r) || inds.is_null(r) {
+                    continue;
+                }
+                let Ok(p) = periods.value(r).parse::<Period>() else {
+                    continue;
+                };
+                data.entry(inds.value(r).to_string()).or_default().push((
+                    units.value(r).to_string(),
+                    p,
+                    values.value(r),
+                ));
+            }
+        }
+        Ok(data)
+    }
+}
+
+/// What to fetch: the indicators (with their ratio and weight components)
+/// and, when the periods are known, the source periods.
+#[derive(Debug)]
+struct FetchPlan {
+    indicators: BTreeSet<String>,
+    /// The target indicators (before adding components).
+    targets: Vec<String>,
+    /// `None` when periods are not constrained: fetch every period.
+    periods: Option<BTreeSet<Period>>,
+    target_periods: Option<Vec<Period>>,
+}
+
+/// Which units of a frame version contribute to which target unit.
+struct VersionIndex {
+    /// For each level: unit -> the units of that level under it (or itself).
+    under: HashMap<Level, HashMap<String, Vec<String>>>,
+}
+
+struct Engine<'a> {
+    catalog: &'a Catalog,
+    frame: Frame,
+    index: HashMap<usize, VersionIndex>,
+}
+
+fn days(d: chrono::NaiveDate) -> i32 {
+    (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
+}
+
+impl<'a> Engine<'a> {
+    fn new(catalog: &'a Catalog, frame: Frame) -> Self {
+        let mut index = HashMap::new();
+        for (i, v) in catalog.hierarchies().versions().iter().enumerate() {
+            let mut under: HashMap<Level, HashMap<String, Vec<String>>> = HashMap::new();
+            for u in v.units() {
+                for a in v.ancestors(&u.code) {
+                    under
+                        .entry(u.level)
+                        .or_default()
+                        .entry(a.code.to_string())
+                        .or_default()
+                        .push(u.code.to_string());
+                }
+            }
+            index.insert(i, VersionIndex { under });
+        }
+        Engine {
+            catalog,
+            frame,
+            index,
+        }
+    }
+
+    fn hierarchies(&self) -> &Hierarchies {
+        self.catalog.hierarchies()
+    }
+
+    /// The frame version a target period rolls up along.
+    fn frame_version(&self, p: &Period) -> Option<usize> {
+        match self.frame {
+            Frame::InForce => self.hierarchies().index_for(p.last_day()),
+            Frame::Current => self.hierarchies().versions().len().checked_sub(1),
+        }
+    }
+
+    fn target_indicators(&self, wanted: &Wanted) -> Vec<&'a Indicator> {
+        self.catalog
+            .indicators()
+            .iter()
+            .filter(|i| wanted.allows(C_INDICATOR, &i.code))
+            .collect()
+    }
+
+    fn components(ind: &Indicator) -> Vec<String> {
+        ind.across_units
+            .references()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn plan(&self, wanted: &Wanted) -> FetchPlan {
+        let targets = self.target_indicators(wanted);
+        let mut indicators = BTreeSet::new();
+        for t in &targets {
+            indicators.insert(t.code.clone());
+            indicators.extend(Self::components(t));
+        }
+        let target_periods: Option<Vec<Period>> = wanted.get(C_PERIOD).map(|set| {
+            set.iter()
+                .filter_map(|s| s.parse::<Period>().ok())
+                .filter(|p| wanted.allows(C_PTYPE, p.period_type().as_str()))
+                .collect()
+        });
+        let periods = target_periods.as_ref().map(|tps| {
+            let mut out = BTreeSet::new();
+            for p in tps {
+                for code in &indicators {
+                    if let Some(ind) = self.catalog.indicator(code) {
+                        out.extend(source_periods(ind.period_type, p));
+                    }
+                }
+            }
+            out
+        });
+        FetchPlan {
+            indicators,
+            targets: targets.iter().map(|i| i.code.clone()).collect(),
+            periods,
+            target_periods,
+        }
+    }
+
+    /// Values of `ind` per reporting unit of frame version `t`, aggregated
+    /// across time over `p` (steps 1 and 2).
+    fn unit_values(
+        &self,
+        ind: &Indicator,
+        p: &Period,
+        t: usize,
+        data: &Data,
+        maps: &mut MapCache,
+    ) -> HashMap<String, f64> {
+        let mut out = HashMap::new();
+        if ind.period_type > p.period_type()
+            || (ind.period_type != p.period_type() && ind.across_time == AcrossTime::None)
+        {
+            return out;
+        }
+        let Some(rows) = data.get(&ind.code) else {
+            return out;
+        };
+        let additive = matches!(
+            ind.across_units,
+            AcrossUnits::Sum | AcrossUnits::Count | AcrossUnits::Ratio { .. }
+        );
+        // (frame unit, source period) -> mapped parts
+        let mut parts: BTreeMap<(String, Period), Vec<f64>> = BTreeMap::new();
+        for (unit, sp, v) in rows {
+            if !p.contains(sp) || sp.period_type() != ind.period_type {
+                continue;
+            }
+            let Some(s) = self.hierarchies().index_for(sp.start()) else {
+                continue;
+            };
+            if s == t {
+                parts.entry((unit.clone(), *sp)).or_default().push(*v);
+                continue;
+            }
+            if ind.across_units == AcrossUnits::None {
+                continue;
+            }
+            for (target, share) in maps.map(self.hierarchies(), s, t, unit) {
+                let mapped = if additive { v * share } else { *v };
+                parts.entry((target, *sp)).or_default().push(mapped);
+            }
+        }
+        // Combine the parts of one unit and sub-period.
+        let mut series: BTreeMap<String, Vec<(Period, f64)>> = BTreeMap::new();
+        for ((unit, sp), vs) in parts {
+            let v = if additive {
+                vs.iter().sum()
+            } else {
+                match ind.across_units {
+                    AcrossUnits::Min => vs.iter().copied().fold(f64::INFINITY, f64::min),
+                    AcrossUnits::Max => vs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    _ => vs.iter().sum::<f64>() / vs.len() as f64,
+                }
+            };
+            series.entry(unit).or_default().push((sp, v));
+        }
+        for (unit, mut s) in series {
+            s.sort_by(|a, b| a.0.cmp(&b.0));
+            let values = s.iter().map(|(_, v)| *v);
+            let v = match ind.across_time {
+                AcrossTime::Sum => values.sum(),
+                AcrossTime::Last => s.last().map(|(_, v)| *v).unwrap_or_default(),
+                AcrossTime::Average => values.sum::<f64>() / s.len() as f64,
+                AcrossTime::Min => values.fold(f64::INFINITY, f64::min),
+                AcrossTime::Max => values.fold(f64::NEG_INFINITY, f64::max),
+                AcrossTime::None => match s.iter().find(|(sp, _)| sp == p) {
+                    Some((_, v)) => *v,
+                    None => continue,
+                },
+            };
+            out.insert(unit, v);
+        }
+        out
+    }
+
+    fn compute(&self, wanted: &Wanted, plan: &FetchPlan, data: &Data) -> Result<RecordBatch> {
+        let target_periods: Vec<Period> = match &plan.target_periods {
+            Some(p) => p.clone(),
+            None => {
+                let mut set = BTreeSet::new();
+                for rows in data.values() {
+                    for (_, sp, _) in rows {
+                        for k in PeriodType::ALL {
+                            if let Some(e) = sp.enclosing(k)
+                                && wanted.allows(C_PTYPE, k.as_str())
+                            {
+                                set.insert(e);
+                            }
+                        }
+                    }
+                }
+                set.into_iter().collect()
+            }
+        };
+        let mut maps = MapCache::default();
+        let mut out = Output::default();
+        let versions = self.hierarchies().versions();
+        for p in &target_periods {
+            let Some(t) = self.frame_version(p) else {
+                continue;
+            };
+            let version = &versions[t];
+            let Some(index) = self.index.get(&t) else {
+                continue;
+            };
+            for code in &plan.targets {
+                let Some(ind) = self.catalog.indicator(code) else {
+                    continue;
+                };
+                if ind.period_type > p.period_type() {
+                    continue;
+                }
+                let level = ind.reporting_level(version);
+                // Per reporting unit: (value or (num, den) / (value, weight)).
+                let unit_vals: HashMap<String, (f64, f64)> = match &ind.across_units {
+                    AcrossUnits::Ratio {
+                        numerator,
+                        denominator,
+                    } => {
+                        let (Some(n), Some(d)) = (
+                            self.catalog.indicator(numerator),
+                            self.catalog.indicator(denominator),
+                        ) else {
+                            continue;
+                        };
+                        let nv = self.unit_values(n, p, t, data, &mut maps);
+                        let dv = self.unit_values(d, p, t, data, &mut maps);
+                        nv.into_iter()
+                            .filter_map(|(u, n)| dv.get(&u).map(|d| (u, (n, *d))))
+                            .collect()
+                    }
+                    AcrossUnits::WeightedAverage { weight } => {
+                        let Some(w) = self.catalog.indicator(weight) else {
+                            continue;
+                        };
+                        let wv = self.unit_values(w, p, t, data, &mut maps);
+                        self.unit_values(ind, p, t, data, &mut maps)
+                            .into_iter()
+                            .filter_map(|(u, v)| wv.get(&u).map(|w| (u, (v, *w))))
+                            .collect()
+                    }
+                    _ => self
+                        .unit_values(ind, p, t, data, &mut maps)
+                        .into_iter()
+                        .map(|(u, v)| (u, (v, 0.0)))
+                        .collect(),
+                };
+                if unit_vals.is_empty() {
+                    continue;
+                }
+                let Some(under) = index.under.get(&level) else {
+                    continue;
+                };
+                for unit in version.units() {
+                    if unit.level > level
+                        || (ind.across_units == AcrossUnits::None && unit.level != level)
+                    {
+                        continue;
+                    }
+                    let code_s = unit.code.as_str();
+                    if !wanted.allows(C_UNIT, code_s)
+                        || !wanted.allows(C_LEVEL, unit.level.as_str())
+                    {
+                        continue;
+                    }
+                    let Some(members) = under.get(code_s) else {
+                        continue;
+                    };
+                    let vals: Vec<(f64, f64)> = members
+                        .iter()
+                        .filter_map(|m| unit_vals.get(m).copied())
+                        .collect();
+                    if vals.is_empty() {
+                        continue;
+                    }
+                    let n = vals.len() as f64;
+                    let value = match &ind.across_units {
+                        AcrossUnits::Sum => Some(vals.iter().map(|v| v.0).sum()),
+                        AcrossUnits::Average => Some(vals.iter().map(|v| v.0).sum::<f64>() / n),
+                        AcrossUnits::Min => {
+                            Some(vals.iter().map(|v| v.0).fold(f64::INFINITY, f64::min))
+                        }
+                        AcrossUnits::Max => {
+                            Some(vals.iter().map(|v| v.0).fold(f64::NEG_INFINITY, f64::max))
+                        }
+                        AcrossUnits::Count => Some(n),
+                        AcrossUnits::None => Some(vals[0].0),
+                        AcrossUnits::WeightedAverage { .. } => {
+                            let w: f64 = vals.iter().map(|v| v.1).sum();
+                            (w > 0.0).then(|| vals.iter().map(|v| v.0 * v.1).sum::<f64>() / w)
+                        }
+                        AcrossUnits::Ratio { .. } => {
+                            let d: f64 = vals.iter().map(|v| v.1).sum();
+                            (d != 0.0)
+                                .then(|| ind.scale * vals.iter().map(|v| v.0).sum::<f64>() / d)
+                        }
+                    };
+                    out.push(
+                        code_s,
+                        &unit.name,
+                        unit.level.as_str(),
+                        p,
+                        code,
+                        value,
+                        vals.len() as i64,
+                        members.len() as i64,
+                        days(version.effective),
+                    );
+                }
+            }
+        }
+        out.finish()
+    }
+}
+
+/// Periods of `kind` inside `p` (empty when `kind` is longer than `p`).
+fn source_periods(kind: PeriodType, p: &Period) -> Vec<Period> {
+    if kind > p.period_type() {
+        return Vec::new();
+    }
+    let first = p.start();
+    let last = p.last_day();
+    Period::range(kind, Period::month_of(first), Period::month_of(last))
+        .into_iter()
+        .filter(|s| p.contains(s))
+        .collect()
+}
+
+/// Unit mappings between hierarchy versions, built on demand.
+#[derive(Default)]
+struct MapCache {
+    steps: HashMap<usize, HashMap<String, Vec<(String, f64)>>>,
+}
+
+impl MapCache {
+    /// The step from version `k` to `k + 1`: ward changes with area shares
+    /// for split wards; a unit not in the changes keeps its code if the
+    /// next version has it.
+    fn step(&mut self, h: &Hierarchies, k: usize) -> &HashMap<String, Vec<(String, f64)>> {
+        self.steps.entry(k).or_insert_with(|| {
+            let versions = h.versions();
+            let (old, new) = (&versions[k], &versions[k + 1]);
+            let mut by_old: HashMap<String, Vec<String>> = HashMap::new();
+            for c in h.changes().iter().filter(|c| c.effective == new.effective) {
+                by_old
+                    .entry(c.old_code.to_string())
+                    .or_default()
+                    .push(c.new_code.to_string());
+            }
+            let mut step = HashMap::new();
+            for u in old.units() {
+                let code = u.code.to_string();
+                let targets: Vec<(String, f64)> = match by_old.get(&code) {
+                    Some(news) => {
+                        let areas: Vec<f64> = news
+                            .iter()
+                            .map(|n| new.get_str(n).and_then(|x| x.area_km2).unwrap_or(0.0))
+                            .collect();
+                        let total: f64 = areas.iter().sum();
+                        news.iter()
+                            .zip(areas)
+                            .map(|(n, a)| {
+                                (
+                                    n.clone(),
+                                    if total > 0.0 {
+                                        a / total
+                                    } else {
+                                        1.0 / news.len() as f64
+                                    },
+                                )
+                            })
+                            .collect()
+                    }
+                    None => match new.get_str(&code) {
+                        Some(same) if same.level == u.level => vec![(code.clone(), 1.0)],
+                        _ => Vec::new(),
+                    },
+                };
+                step.insert(code, targets);
+            }
+            step
+        })
+    }
+
+    /// Where `unit` of version `s` goes in version `t` (`s < t`), with shares.
+    fn map(&mut self, h: &Hierarchies, s: usize, t: usize, unit: &str) -> Vec<(String, f64)> {
+        let mut cur = vec![(unit.to_string(), 1.0)];
+        for k in s..t {
+            let step = self.step(h, k);
+            let mut next = Vec::new();
+            for (u, share) in cur {
+                if let Some(targets) = step.get(&u) {
+                    next.extend(targets.iter().map(|(n, s2)| (n.clone(), share * s2)));
+                }
+            }
+            cur = next;
+        }
+        cur
+    }
+}
+
+#[derive(Default)]
+struct Output {
+    unit: Vec<String>,
+    name: Vec<String>,
+    level: Vec<&'static str>,
+    period: Vec<String>,
+    ptype: Vec<&'static str>,
+    indicator: Vec<String>,
+    value: Vec<Option<f64>>,
+    reporting: Vec<i64>,
+    expected: Vec<i64>,
+    version: Vec<i32>,
+}
+
+impl Output {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        unit: &str,
+        name: &str,
+        level: &'static str,
+        period: &Period,
+        indicator: &str,
+        value: Option<f64>,
+        reporting: i64,
+        expected: i64,
+        version: i32,
+    ) {
+        self.unit.push(unit.to_string());
+        self.name.push(name.to_string());
+        self.level.push(level);
+        self.period.push(period.to_string());
+        self.ptype.push(period.period_type().as_str());
+        self.indicator.push(indicator.to_string());
+        // Apportioned shares leave float dust (116490.00000000001): round
+        // to a millionth, far below any indicator's precision.
+        self.value.push(value.map(|v| {
+            if v.abs() < 1e9 {
+                (v * 1e6).round() / 1e6
+            } else {
+                v
+            }
+        }));
+        self.reporting.push(reporting);
+        self.expected.push(expected);
+        self.version.push(version);
+    }
+
+    fn finish(self) -> Result<RecordBatch> {
+        Ok(RecordBatch::try_new(
+            rollup_schema(),
+            vec![
+                Arc::new(StringArray::from(self.unit)),
+                Arc::new(StringArray::from(self.name)),
+                Arc::new(StringArray::from(self.level)),
+                Arc::new(StringArray::from(self.period)),
+                Arc::new(StringArray::from(self.ptype)),
+                Arc::new(StringArray::from(self.indicator)),
+                Arc::new(Float64Array::from(self.value)),
+                Arc::new(Int64Array::from(self.reporting)),
+                Arc::new(Int64Array::from(self.expected)),
+                Arc::new(Date32Array::from(self.version)),
+            ],
+        )?)
+    }
+}

@@ -11,4 +11,5 @@ mod cli_errors;
 mod demo;
 mod examples;
 mod reports;
+mod rollup;
 mod sql_errors;

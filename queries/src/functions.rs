@@ -178,8 +178,12 @@ impl CatalogFunction {
     }
 
     fn period(&self, text: &str) -> Result<Period> {
-        text.parse::<Period>()
-            .or_else(|e| invalid!("{}: {e}", self.kind.name()))
+        text.parse::<Period>().map_err(|e| {
+            DataFusionError::External(Box::new(InvalidArgument(format!(
+                "{}: {e}",
+                self.kind.name()
+            ))))
+        })
     }
 
     /// One row: the text arguments (NULL-aware) to a result.

@@ -34,35 +34,6 @@ pub use latest::LatestReports;
 pub use live::LiveDeltaTable;
 pub use rollup::{Frame, Rollup};
 
-/// The canonical example queries, shipped with the crate (`queries/sql/`).
-pub const EXAMPLES: &[(&str, &str)] = &[
-    (
-        "city_total_population.sql",
-        include_str!("../sql/city_total_population.sql"),
-    ),
-    (
-        "district_rollup.sql",
-        include_str!("../sql/district_rollup.sql"),
-    ),
-    (
-        "rollup_district_ward.sql",
-        include_str!("../sql/rollup_district_ward.sql"),
-    ),
-    (
-        "births_by_quarter.sql",
-        include_str!("../sql/births_by_quarter.sql"),
-    ),
-    (
-        "poverty_rate_by_district.sql",
-        include_str!("../sql/poverty_rate_by_district.sql"),
-    ),
-    (
-        "reporting_completeness.sql",
-        include_str!("../sql/reporting_completeness.sql"),
-    ),
-    ("corrections.sql", include_str!("../sql/corrections.sql")),
-];
-
 /// The years the `periods` table lists.
 pub const PERIOD_YEARS: std::ops::RangeInclusive<i32> = 2000..=2050;
 

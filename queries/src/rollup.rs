@@ -455,7 +455,7 @@ impl<'a> Engine<'a> {
             series.entry(unit).or_default().push((sp, v));
         }
         for (unit, mut s) in series {
-            s.sort_by(|a, b| a.0.cmp(&b.0));
+            s.sort_by_key(|a| a.0);
             let values = s.iter().map(|(_, v)| *v);
             let v = match ind.across_time {
                 AcrossTime::Sum => values.sum(),

@@ -27,6 +27,8 @@ async fn psql_lists_and_describes_the_tables() {
             "periods",
             "reports",
             "reports_history",
+            "rollup",
+            "rollup_current",
             "unit_ancestors",
             "unit_changes",
             "units"

@@ -114,7 +114,7 @@ async fn every_cell_follows_the_indicator_rules() {
     for wd in &wards {
         for m in months {
             // Some wards miss a month: "last" must fall back to their latest.
-            if h(&[wd, m, "skip"]) % 10 == 0 {
+            if h(&[wd, m, "skip"]).is_multiple_of(10) {
                 continue;
             }
             let pop = (5_000 + h(&[wd, m, "pop"]) % 20_000) as f64;
@@ -128,7 +128,7 @@ async fn every_cell_follows_the_indicator_rules() {
                 (pop * 0.9).round(),
             ));
         }
-        if h(&[wd, "poor"]) % 7 != 0 {
+        if !h(&[wd, "poor"]).is_multiple_of(7) {
             rows.push(row(
                 wd,
                 "2024",

@@ -6,12 +6,14 @@
 //! with a later `submitted_at`; nothing is ever rewritten in place, which is
 //! what keeps the full history for audit and "as of" queries.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use baocao_catalog::report::{PARTITION_COLUMNS, reports_schema};
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use deltalake::delta_datafusion::DeltaSessionContext;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{DataType, PrimitiveType};
 use deltalake::protocol::SaveMode;
@@ -165,6 +167,7 @@ impl ReportStore {
             .write(vec![batch])
             .with_save_mode(SaveMode::Append)
             .with_partition_columns(PARTITION_COLUMNS)
+            .with_session_state(writer_session().map_err(&err)?)
             .with_commit_properties(CommitProperties::default().with_metadata(
                 metadata.into_iter().chain([(
                     "baocao.submissions".to_string(),
@@ -191,6 +194,20 @@ impl ReportStore {
             .map_err(table_err(&self.location))?;
         Ok(guard.version().unwrap_or_default())
     }
+}
+
+/// The session a commit is written with: one partition, so the rows reach
+/// the file in the order `to_record_batch` sorted them (a parallel write
+/// would interleave them, loosening the files' unit statistics and making
+/// the demo's files differ from run to run).
+fn writer_session() -> Result<Arc<dyn datafusion::catalog::Session>, DeltaTableError> {
+    let overrides = HashMap::from([(
+        "datafusion.execution.target_partitions".to_string(),
+        "1".to_string(),
+    )]);
+    Ok(Arc::new(
+        DeltaSessionContext::new_with_session_overrides(&overrides)?.state(),
+    ))
 }
 
 /// The stored layout: rows sorted by period, unit and indicator so each
@@ -222,7 +239,9 @@ fn to_record_batch(submissions: &[(ValidBatch, Submission)]) -> Result<RecordBat
         Arc::new(StringArray::from(id)),
     ];
     let batch = RecordBatch::try_new(reports_schema(), columns)?;
-    let sort: Vec<SortColumn> = [1, 0, 2]
+    // Period, unit, indicator; then time and id, so that equal keys (a value
+    // and its correction in one commit) always land in the same order.
+    let sort: Vec<SortColumn> = [1, 0, 2, 4, 6]
         .into_iter()
         .map(|i| SortColumn {
             values: batch.column(i).clone(),

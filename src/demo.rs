@@ -100,10 +100,10 @@ pub async fn prepare(args: &DemoArgs) -> Result<Warehouse> {
                 .map_err(|r| anyhow::anyhow!("the demo generated an invalid report: {r}"))?;
             let sub = Submission {
                 submission_id: format!(
-                    "demo-{}-{}-{}",
-                    report.period, report.unit, report.revision
+                    "demo-{}-{}-{}-{}",
+                    report.form, report.period, report.unit, report.revision
                 ),
-                submitted_by: format!("ward-{}", report.unit),
+                submitted_by: format!("unit-{}", report.unit),
                 submitted_at: report.submitted_at,
             };
             if report.revision == 0 {
@@ -163,6 +163,8 @@ async fn last_generated_month(warehouse: &Warehouse) -> Result<Option<Period>> {
 
 /// One ward's report for one period.
 struct Report {
+    /// The schedule form the report answers.
+    form: String,
     unit: UnitCode,
     period: Period,
     /// 0 for the first submission, 1 for its correction.
@@ -272,20 +274,17 @@ impl<'a> Generator<'a> {
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 
-    /// The ward-level indicators of `kind` reported in `version`.
-    fn ward_indicators(
+    /// The indicators of `form` that `level` reports in `version`.
+    fn form_indicators(
         &self,
+        form: &baocao_catalog::Form,
         version: &HierarchyVersion,
-        kind: PeriodType,
+        level: Level,
     ) -> Vec<&'a baocao_catalog::Indicator> {
-        self.catalog
-            .indicators()
+        form.indicators
             .iter()
-            .filter(|i| {
-                i.period_type == kind
-                    && i.lowest_level == Level::Ward
-                    && i.reporting_level(version) == Level::Ward
-            })
+            .filter_map(|c| self.catalog.indicator(c))
+            .filter(|i| i.reporting_level(version) == level)
             .collect()
     }
 
@@ -298,16 +297,23 @@ impl<'a> Generator<'a> {
             .filter_map(|k| month.enclosing(k))
             .filter(|p| p.last_day() == month.last_day())
             .collect();
-        for period in periods {
+        let forms = self.catalog.forms();
+        for (form, period) in forms.iter().flat_map(|f| {
+            periods
+                .iter()
+                .filter(|p| p.period_type() == f.period_type)
+                .map(move |p| (f, *p))
+        }) {
             let Some(version) = self.catalog.hierarchy_for(&period) else {
                 continue;
             };
-            let indicators = self.ward_indicators(version, period.period_type());
+            let level = form.owing_level(version);
+            let indicators = self.form_indicators(form, version, level);
             if indicators.is_empty() {
                 continue;
             }
-            for ward in version.units().filter(|u| u.level == Level::Ward) {
-                let key = [ward.code.as_str(), &period.to_string()];
+            for ward in version.units().filter(|u| u.level == level) {
+                let key = [ward.code.as_str(), &format!("{period}/{}", form.code)];
                 if self.u01(&[key[0], key[1], "missing"]) < MISSING {
                     continue;
                 }
@@ -342,6 +348,7 @@ impl<'a> Generator<'a> {
                         })
                         .collect();
                     out.push(Report {
+                        form: form.code.clone(),
                         unit: ward.code.clone(),
                         period,
                         revision: 1,
@@ -350,6 +357,7 @@ impl<'a> Generator<'a> {
                     });
                 }
                 out.push(Report {
+                    form: form.code.clone(),
                     unit: ward.code.clone(),
                     period,
                     revision: 0,
@@ -380,13 +388,23 @@ impl<'a> Generator<'a> {
     ) -> Vec<(String, f64)> {
         let w = ward.as_str();
         let p = period.to_string();
-        let base = if version.has_level(Level::District) {
-            self.old_base.get(ward)
+        let bases = if version.has_level(Level::District) {
+            &self.old_base
         } else {
-            self.new_base.get(ward)
-        }
-        .copied()
-        .unwrap_or(16_300.0);
+            &self.new_base
+        };
+        // A district's base is the sum of its wards'.
+        let base = match bases.get(ward) {
+            Some(b) => *b,
+            None => {
+                let sum: f64 = version
+                    .wards_under(ward)
+                    .iter()
+                    .filter_map(|w| bases.get(&w.code))
+                    .sum();
+                if sum > 0.0 { sum } else { 16_300.0 }
+            }
+        };
         // Years since 2021-01 at the period's end: population grows ~1.2%/year.
         let t = (period.last_day() - NaiveDate::from_ymd_opt(2021, 1, 1).unwrap_or_default())
             .num_days() as f64

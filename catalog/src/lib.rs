@@ -13,6 +13,7 @@ mod indicator;
 mod load;
 mod period;
 pub mod report;
+mod schedule;
 pub mod tables;
 mod unit;
 
@@ -22,6 +23,7 @@ pub use error::CatalogError;
 pub use indicator::{AcrossTime, AcrossUnits, Indicator, Sector, ValueKind};
 pub use load::{DEFAULT_FILES, load_dir, parse_indicators, write_default_files};
 pub use period::{Period, PeriodError, PeriodType};
+pub use schedule::{DataWindow, Form, parse_schedule};
 pub use unit::{Hierarchies, HierarchyVersion, Level, Unit, UnitCode, WardChange};
 
 /// The loaded catalog: indicators and hierarchy versions.
@@ -30,6 +32,7 @@ pub struct Catalog {
     indicators: Vec<Indicator>,
     by_code: HashMap<String, usize>,
     hierarchies: Hierarchies,
+    forms: Vec<Form>,
 }
 
 impl Catalog {
@@ -43,7 +46,19 @@ impl Catalog {
             indicators,
             by_code,
             hierarchies,
+            forms: Vec::new(),
         })
+    }
+
+    /// The catalog with a report schedule.
+    pub fn with_forms(mut self, forms: Vec<Form>) -> Self {
+        self.forms = forms;
+        self
+    }
+
+    /// The report forms of the schedule.
+    pub fn forms(&self) -> &[Form] {
+        &self.forms
     }
 
     pub fn indicators(&self) -> &[Indicator] {
@@ -59,8 +74,10 @@ impl Catalog {
     }
 
     /// The hierarchy version a report for `period` is checked and rolled up
-    /// against: the one in force on the period's first day.
+    /// against: the one in force on the period's last day, when the period
+    /// closes and its reports are made (the year 2025 is reported by the
+    /// wards that exist after the reform of 2025-07-01).
     pub fn hierarchy_for(&self, period: &Period) -> Option<&HierarchyVersion> {
-        self.hierarchies.version_for(period.start())
+        self.hierarchies.version_for(period.last_day())
     }
 }

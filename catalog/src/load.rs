@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! <dir>/indicators.csv                         the indicator catalog
+//! <dir>/schedule.csv                           report forms and deadlines (optional)
 //! <dir>/hierarchy/units_<YYYY-MM-DD>[_x].csv   one hierarchy version (any provinces)
 //! <dir>/hierarchy/ward_changes_<YYYY-MM-DD>[_x].csv   old ward -> new ward on that date
 //! ```
@@ -25,6 +26,7 @@ use crate::unit::{Hierarchies, HierarchyVersion, Level, Unit, UnitCode, WardChan
 /// The files shipped with baocao, written into a new warehouse.
 pub const DEFAULT_FILES: &[(&str, &str)] = &[
     ("indicators.csv", include_str!("../data/indicators.csv")),
+    ("schedule.csv", include_str!("../data/schedule.csv")),
     (
         "hierarchy/units_2025-01-01.csv",
         include_str!("../data/hierarchy/units_2025-01-01.csv"),
@@ -108,7 +110,18 @@ pub fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
         ));
     }
     let hierarchies = build_hierarchies(unit_files, change_files)?;
-    Catalog::new(indicators, hierarchies)
+    // The schedule is optional: without it nothing is expected.
+    let schedule_path = dir.join("schedule.csv");
+    let forms = if schedule_path.exists() {
+        crate::schedule::parse_schedule(
+            &read(&schedule_path)?,
+            &schedule_path.display().to_string(),
+            &indicators,
+        )?
+    } else {
+        Vec::new()
+    };
+    Ok(Catalog::new(indicators, hierarchies)?.with_forms(forms))
 }
 
 fn file_date(rest: &str, file: &str) -> Result<NaiveDate, CatalogError> {
@@ -660,6 +673,12 @@ mod tests {
             Some(versions[1].effective)
         );
         assert_eq!(cat.hierarchies().changes().len(), 794);
+        let monthly = cat
+            .forms()
+            .iter()
+            .find(|f| f.code == "ward_monthly")
+            .expect("ward_monthly");
+        assert!(monthly.indicators.contains(&"births".to_string()));
     }
 
     #[test]

@@ -29,7 +29,7 @@ fn batch(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<RecordBatch, Cata
 
 /// `units`: one row per unit per hierarchy version.
 ///
-/// `valid_from`/`valid_to` bound the periods (by first day) the version is
+/// `valid_from`/`valid_to` bound the periods (by last day) the version is
 /// used for, `[valid_from, valid_to)`; NULL `valid_from` means "every period
 /// before `valid_to`" (the oldest known version), NULL `valid_to` means "still
 /// in force". `province_code`, `district_code` and `ward_code` are the unit's
@@ -271,6 +271,53 @@ pub fn periods(years: std::ops::RangeInclusive<i32>) -> Result<RecordBatch, Cata
             s(&enclosing(PeriodType::Quarter)),
             s(&enclosing(PeriodType::HalfYear)),
             s(&enclosing(PeriodType::Year)),
+        ],
+    )
+}
+
+/// `report_forms`: the schedule.
+pub fn forms(catalog: &Catalog) -> Result<RecordBatch, CatalogError> {
+    let f = catalog.forms();
+    let s = |g: &dyn Fn(&crate::Form) -> String| -> ArrayRef {
+        Arc::new(StringArray::from(f.iter().map(g).collect::<Vec<_>>()))
+    };
+    batch(
+        vec![
+            text("form", false),
+            text("name_vi", false),
+            text("name_en", false),
+            text("level", false),
+            text("period_type", false),
+            text("indicators", false),
+            Field::new("indicator_count", DataType::Int32, false),
+            Field::new("due_months_after", DataType::Int32, false),
+            Field::new("due_day", DataType::Int32, false),
+            text("data_window", false),
+        ],
+        vec![
+            s(&|x| x.code.clone()),
+            s(&|x| x.name_vi.clone()),
+            s(&|x| x.name_en.clone()),
+            s(&|x| x.level.to_string()),
+            s(&|x| x.period_type.to_string()),
+            s(&|x| x.indicators.join(" ")),
+            Arc::new(Int32Array::from(
+                f.iter()
+                    .map(|x| x.indicators.len() as i32)
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(Int32Array::from(
+                f.iter()
+                    .map(|x| x.due_months_after as i32)
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(Int32Array::from(
+                f.iter().map(|x| x.due_day as i32).collect::<Vec<_>>(),
+            )),
+            s(&|x| match x.data_window {
+                crate::DataWindow::Calendar => "calendar".to_string(),
+                crate::DataWindow::FifteenthToFourteenth => "15th_to_14th".to_string(),
+            }),
         ],
     )
 }

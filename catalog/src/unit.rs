@@ -3,7 +3,7 @@
 //! A unit is identified by its GSO code *within a hierarchy version*: the
 //! 2025 reform reused ward codes for different, merged units. Versions are
 //! immutable once loaded; which version a period uses is a pure function of
-//! the period's first day (see [`Hierarchies::version_for`]).
+//! the period's last day (see [`Catalog::hierarchy_for`](crate::Catalog::hierarchy_for)).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;

@@ -4,8 +4,8 @@ WITH expected AS (
     SELECT p.period, COUNT(*) AS expected
     FROM periods p
     JOIN units u ON u.level = 'ward'
-        AND (u.valid_from IS NULL OR u.valid_from <= p.start_date)
-        AND (u.valid_to IS NULL OR p.start_date < u.valid_to)
+        AND (u.valid_from IS NULL OR u.valid_from <= p.end_date)
+        AND (u.valid_to IS NULL OR p.end_date < u.valid_to)
     WHERE p.period_type = 'month' AND p.year = 2025
     GROUP BY p.period
 ), reported AS (

@@ -3,7 +3,7 @@
 //! `period_end`, `period_type`.
 //!
 //! A unit function takes an optional `as_of` (a date, or a period whose
-//! first day is used) that picks the hierarchy version; without it, the
+//! last day is used) that picks the hierarchy version; without it, the
 //! newest version that has the code is used. An unknown code gives NULL; a
 //! malformed period, level or date is an error naming the function.
 
@@ -146,7 +146,7 @@ impl CatalogFunction {
         match as_of {
             Some(text) => {
                 let date = match text.parse::<Period>() {
-                    Ok(p) => p.start(),
+                    Ok(p) => p.last_day(),
                     Err(_) => match NaiveDate::parse_from_str(text, "%Y-%m-%d") {
                         Ok(d) => d,
                         Err(_) => {

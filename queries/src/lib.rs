@@ -10,6 +10,9 @@
 //! | `unit_changes` | old ward -> new ward mapping of a reform |
 //! | `rollup` | every indicator at every level and period type, by its rules, along the hierarchy in force |
 //! | `rollup_current` | the same along the newest hierarchy, comparable across reforms |
+//! | `report_status` | per (unit, period, form) the schedule expects: received, on time, late, missing |
+//! | `completeness` | `report_status` added up to every ancestor |
+//! | `report_forms` | the schedule: forms, owing level, period type, deadline rule |
 //! | `indicators` | the indicator catalog and its aggregation rules |
 //! | `periods` | months, quarters, half-years, years with their spans |
 //!
@@ -20,6 +23,7 @@ mod functions;
 mod latest;
 mod live;
 mod rollup;
+mod status;
 
 use std::sync::Arc;
 
@@ -33,6 +37,7 @@ pub use functions::InvalidArgument;
 pub use latest::LatestReports;
 pub use live::LiveDeltaTable;
 pub use rollup::{Frame, Rollup};
+pub use status::{Status, StatusView};
 
 /// The years the `periods` table lists.
 pub const PERIOD_YEARS: std::ops::RangeInclusive<i32> = 2000..=2050;
@@ -80,6 +85,26 @@ pub async fn register(ctx: &SessionContext, catalog: &Catalog, reports: DeltaTab
         Arc::new(Rollup::new(shared, latest.clone(), Frame::Current)),
     )?;
     ctx.register_table("reports", latest)?;
+    ctx.register_table(
+        "report_status",
+        Arc::new(Status::new(
+            shared_for_functions.clone(),
+            history.clone(),
+            StatusView::ReportStatus,
+        )),
+    )?;
+    ctx.register_table(
+        "completeness",
+        Arc::new(Status::new(
+            shared_for_functions.clone(),
+            history.clone(),
+            StatusView::Completeness,
+        )),
+    )?;
+    ctx.register_table(
+        "report_forms",
+        mem(tables::forms(catalog).map_err(catalog_err)?)?,
+    )?;
     for f in functions::all(shared_for_functions) {
         ctx.register_udf(f);
     }

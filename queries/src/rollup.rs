@@ -98,15 +98,20 @@ impl Rollup {
 
 /// Values allowed per filterable column (`None`: unconstrained).
 #[derive(Debug, Default, Clone)]
-struct Wanted {
+pub(crate) struct Wanted {
     sets: HashMap<&'static str, BTreeSet<String>>,
 }
 
 impl Wanted {
     fn from_filters(filters: &[Expr]) -> Wanted {
+        Self::from_filters_on(filters, &[C_UNIT, C_LEVEL, C_PERIOD, C_PTYPE, C_INDICATOR])
+    }
+
+    /// The values `filters` allow for each of `columns`.
+    pub(crate) fn from_filters_on(filters: &[Expr], columns: &[&'static str]) -> Wanted {
         let mut w = Wanted::default();
         for f in filters {
-            if let Some((column, values)) = column_values(f) {
+            if let Some((column, values)) = column_values_for(f, columns) {
                 let set: BTreeSet<String> = values.into_iter().collect();
                 w.sets
                     .entry(column)
@@ -117,11 +122,11 @@ impl Wanted {
         w
     }
 
-    fn get(&self, column: &str) -> Option<&BTreeSet<String>> {
+    pub(crate) fn get(&self, column: &str) -> Option<&BTreeSet<String>> {
         self.sets.get(column)
     }
 
-    fn allows(&self, column: &str, value: &str) -> bool {
+    pub(crate) fn allows(&self, column: &str, value: &str) -> bool {
         self.sets.get(column).is_none_or(|s| s.contains(value))
     }
 }
@@ -139,35 +144,41 @@ fn string_literal(e: &Expr) -> Option<String> {
     }
 }
 
-fn filter_column(e: &Expr) -> Option<&'static str> {
+fn filter_column(e: &Expr, columns: &[&'static str]) -> Option<&'static str> {
     let name = match e {
         Expr::Column(c) => c.name.as_str(),
-        Expr::Cast(c) => return filter_column(&c.expr),
+        Expr::Cast(c) => return filter_column(&c.expr, columns),
         _ => return None,
     };
-    [C_UNIT, C_LEVEL, C_PERIOD, C_PTYPE, C_INDICATOR]
-        .into_iter()
-        .find(|c| *c == name)
+    columns.iter().copied().find(|c| *c == name)
 }
 
-/// `col = 'x'`, `'x' = col` or `col IN ('x', 'y')` on a filterable column.
 fn column_values(e: &Expr) -> Option<(&'static str, Vec<String>)> {
+    column_values_for(e, &[C_UNIT, C_LEVEL, C_PERIOD, C_PTYPE, C_INDICATOR])
+}
+
+/// `col = 'x'`, `'x' = col` or `col IN ('x', 'y')` on one of `columns`.
+pub(crate) fn column_values_for(
+    e: &Expr,
+    columns: &[&'static str],
+) -> Option<(&'static str, Vec<String>)> {
     match e {
         Expr::BinaryExpr(BinaryExpr {
             left,
             op: Operator::Eq,
             right,
         }) => {
-            if let (Some(c), Some(v)) = (filter_column(left), string_literal(right)) {
+            if let (Some(c), Some(v)) = (filter_column(left, columns), string_literal(right)) {
                 Some((c, vec![v]))
-            } else if let (Some(c), Some(v)) = (filter_column(right), string_literal(left)) {
+            } else if let (Some(c), Some(v)) = (filter_column(right, columns), string_literal(left))
+            {
                 Some((c, vec![v]))
             } else {
                 None
             }
         }
         Expr::InList(list) if !list.negated => {
-            let c = filter_column(&list.expr)?;
+            let c = filter_column(&list.expr, columns)?;
             let values = list
                 .list
                 .iter()
@@ -425,7 +436,7 @@ impl<'a> Engine<'a> {
             if !p.contains(sp) || sp.period_type() != ind.period_type {
                 continue;
             }
-            let Some(s) = self.hierarchies().index_for(sp.start()) else {
+            let Some(s) = self.hierarchies().index_for(sp.last_day()) else {
                 continue;
             };
             if s == t {

@@ -23,8 +23,11 @@ async fn psql_lists_and_describes_the_tables() {
     assert_eq!(
         names,
         [
+            "completeness",
             "indicators",
             "periods",
+            "report_forms",
+            "report_status",
             "reports",
             "reports_history",
             "rollup",

@@ -71,8 +71,8 @@ async fn demo_spans_the_reform_and_resumes() {
         .query_one(
             "SELECT COUNT(*) FROM reports r JOIN periods p ON p.period = r.period
              LEFT JOIN units u ON u.code = r.unit_code AND u.level = 'ward'
-                AND (u.valid_from IS NULL OR u.valid_from <= p.start_date)
-                AND (u.valid_to IS NULL OR p.start_date < u.valid_to)
+                AND (u.valid_from IS NULL OR u.valid_from <= p.end_date)
+                AND (u.valid_to IS NULL OR p.end_date < u.valid_to)
              WHERE u.code IS NULL",
             &[],
         )

@@ -13,3 +13,4 @@ mod examples;
 mod reports;
 mod rollup;
 mod sql_errors;
+mod status;

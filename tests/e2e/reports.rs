@@ -19,8 +19,8 @@ const DISTRICT_TOTALS: &str = "
     FROM reports r
     JOIN periods p ON p.period = r.period
     JOIN units u ON u.code = r.unit_code
-        AND (u.valid_from IS NULL OR u.valid_from <= p.start_date)
-        AND (u.valid_to IS NULL OR p.start_date < u.valid_to)
+        AND (u.valid_from IS NULL OR u.valid_from <= p.end_date)
+        AND (u.valid_to IS NULL OR p.end_date < u.valid_to)
     WHERE r.indicator_code = 'population' AND r.period = $1
     GROUP BY ROLLUP (u.district_code)
     ORDER BY u.district_code NULLS FIRST";

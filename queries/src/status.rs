@@ -1,0 +1,541 @@
+//! `report_status` and `completeness`: what each unit owes by the schedule,
+//! what arrived, and when.
+//!
+//! `report_status` has one row per (unit, period, form) that the schedule
+//! expects: the owing units of the hierarchy in force in the period, for
+//! every period from the first one with data up to the one containing today.
+//! A report is *received* when any value of the form's indicators arrived;
+//! its timeliness is judged on the first submission, in Hanoi time (UTC+7),
+//! against the form's deadline. `completeness` adds those rows up to every
+//! ancestor unit. Both read `reports_history` at each query, so a
+//! submission changes them at once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use baocao_catalog::report::{INDICATOR_CODE, PERIOD, SUBMITTED_AT, UNIT_CODE};
+use baocao_catalog::{Catalog, Form, Period};
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::Session;
+use datafusion::catalog::memory::MemorySourceConfig;
+use datafusion::common::Result;
+use datafusion::datasource::{TableProvider, TableType, provider_as_source};
+use datafusion::functions_aggregate::expr_fn::{max, min};
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown, col, lit};
+use datafusion::physical_plan::{ExecutionPlan, collect};
+
+use crate::rollup::{Wanted, column_values_for};
+
+/// Which of the two tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusView {
+    /// One row per (unit, period, form).
+    ReportStatus,
+    /// Rolled up to every ancestor.
+    Completeness,
+}
+
+const FILTER_COLUMNS: [&str; 4] = ["unit_code", "period", "form", "unit_level"];
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+pub fn report_status_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("unit_code", DataType::Utf8, false),
+        Field::new("unit_name", DataType::Utf8, false),
+        Field::new("unit_level", DataType::Utf8, false),
+        Field::new("period", DataType::Utf8, false),
+        Field::new("form", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("received", DataType::Boolean, false),
+        Field::new("on_time", DataType::Boolean, true),
+        Field::new("complete", DataType::Boolean, false),
+        Field::new("expected_indicators", DataType::Int64, false),
+        Field::new("received_indicators", DataType::Int64, false),
+        Field::new("first_submitted_at", ts(), true),
+        Field::new("last_submitted_at", ts(), true),
+        Field::new("deadline", DataType::Date32, false),
+        Field::new("data_from", DataType::Date32, false),
+        Field::new("data_to", DataType::Date32, false),
+    ]))
+}
+
+pub fn completeness_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("unit_code", DataType::Utf8, false),
+        Field::new("unit_name", DataType::Utf8, false),
+        Field::new("unit_level", DataType::Utf8, false),
+        Field::new("period", DataType::Utf8, false),
+        Field::new("form", DataType::Utf8, false),
+        Field::new("expected", DataType::Int64, false),
+        Field::new("received", DataType::Int64, false),
+        Field::new("on_time", DataType::Int64, false),
+        Field::new("late", DataType::Int64, false),
+        Field::new("missing", DataType::Int64, false),
+        Field::new("pending", DataType::Int64, false),
+        Field::new("completeness_percent", DataType::Float64, true),
+        Field::new("on_time_percent", DataType::Float64, true),
+    ]))
+}
+
+/// unit, name, level, period, form, [expected, received, on_time, late, missing, pending]
+type CompletenessRow = (String, String, &'static str, String, String, [i64; 6]);
+
+/// The table provider of both views.
+#[derive(Debug)]
+pub struct Status {
+    catalog: Arc<Catalog>,
+    history: Arc<dyn TableProvider>,
+    view: StatusView,
+    schema: SchemaRef,
+}
+
+impl Status {
+    pub fn new(catalog: Arc<Catalog>, history: Arc<dyn TableProvider>, view: StatusView) -> Self {
+        let schema = match view {
+            StatusView::ReportStatus => report_status_schema(),
+            StatusView::Completeness => completeness_schema(),
+        };
+        Status {
+            catalog,
+            history,
+            view,
+            schema,
+        }
+    }
+}
+
+/// Per (unit, period, indicator): first and last submission time (µs).
+type Arrivals = HashMap<(String, String), BTreeMap<String, (i64, i64)>>;
+
+fn days(d: NaiveDate) -> i32 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
+}
+
+/// Hanoi's clock, for judging deadlines.
+fn hanoi() -> FixedOffset {
+    FixedOffset::east_opt(7 * 3600)
+        .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"))
+}
+
+#[async_trait]
+impl TableProvider for Status {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if column_values_for(f, &FILTER_COLUMNS).is_some() {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let wanted = Wanted::from_filters_on(filters, &FILTER_COLUMNS);
+        let forms: Vec<&Form> = self
+            .catalog
+            .forms()
+            .iter()
+            .filter(|f| wanted.allows("form", &f.code))
+            .collect();
+        let today = Utc::now().with_timezone(&hanoi()).date_naive();
+        let arrivals = self.fetch(state, &forms, &wanted).await?;
+        let rows = self.statuses(&forms, &wanted, &arrivals, today);
+        let batch = match self.view {
+            StatusView::ReportStatus => status_batch(&rows)?,
+            StatusView::Completeness => self.completeness_batch(&rows, &wanted)?,
+        };
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// One expected report.
+struct StatusRow<'a> {
+    unit: String,
+    name: String,
+    level: &'static str,
+    period: Period,
+    form: &'a Form,
+    /// Index of the hierarchy version of the period.
+    version: usize,
+    received_indicators: i64,
+    first: Option<i64>,
+    last: Option<i64>,
+    deadline: NaiveDate,
+    status: &'static str,
+}
+
+impl Status {
+    async fn fetch(
+        &self,
+        state: &dyn Session,
+        forms: &[&Form],
+        wanted: &Wanted,
+    ) -> Result<Arrivals> {
+        let indicators: BTreeSet<&str> = forms
+            .iter()
+            .flat_map(|f| f.indicators.iter().map(String::as_str))
+            .collect();
+        let mut arrivals = Arrivals::new();
+        if indicators.is_empty() {
+            return Ok(arrivals);
+        }
+        let mut builder = LogicalPlanBuilder::scan(
+            "reports_history",
+            provider_as_source(self.history.clone()),
+            None,
+        )?
+        .filter(col(INDICATOR_CODE).in_list(indicators.iter().map(|i| lit(*i)).collect(), false))?;
+        if let Some(periods) = wanted.get("period") {
+            builder = builder.filter(
+                col(PERIOD).in_list(periods.iter().map(|p| lit(p.as_str())).collect(), false),
+            )?;
+        }
+        let plan = builder
+            .aggregate(
+                vec![col(UNIT_CODE), col(PERIOD), col(INDICATOR_CODE)],
+                vec![
+                    min(col(SUBMITTED_AT)).alias("first"),
+                    max(col(SUBMITTED_AT)).alias("last"),
+                ],
+            )?
+            .build()?;
+        let physical = state.create_physical_plan(&plan).await?;
+        for b in collect(physical, state.task_ctx()).await? {
+            let text = |i: usize| -> Result<StringArray> {
+                let a = cast(b.column(i), &DataType::Utf8)?;
+                Ok(a.as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+                    .unwrap_or_else(|| StringArray::new_null(0)))
+            };
+            let (units, periods, inds) = (text(0)?, text(1)?, text(2)?);
+            let micros = |i: usize| -> Result<TimestampMicrosecondArray> {
+                let a = cast(
+                    b.column(i),
+                    &DataType::Timestamp(TimeUnit::Microsecond, None),
+                )?;
+                Ok(a.as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .cloned()
+                    .unwrap_or_else(|| TimestampMicrosecondArray::new_null(0)))
+            };
+            let (first, last) = (micros(3)?, micros(4)?);
+            for r in 0..b.num_rows().min(units.len()).min(first.len()) {
+                if units.is_null(r)
+                    || periods.is_null(r)
+                    || inds.is_null(r)
+                    || first.is_null(r)
+                    || last.is_null(r)
+                {
+                    continue;
+                }
+                arrivals
+                    .entry((units.value(r).to_string(), periods.value(r).to_string()))
+                    .or_default()
+                    .insert(inds.value(r).to_string(), (first.value(r), last.value(r)));
+            }
+        }
+        Ok(arrivals)
+    }
+
+    /// The periods a form is expected for: the wanted ones, or every one
+    /// from the first with data to the one containing today.
+    fn periods(
+        &self,
+        form: &Form,
+        wanted: &Wanted,
+        arrivals: &Arrivals,
+        today: NaiveDate,
+    ) -> Vec<Period> {
+        if let Some(set) = wanted.get("period") {
+            return set
+                .iter()
+                .filter_map(|p| p.parse::<Period>().ok())
+                .filter(|p| p.period_type() == form.period_type && p.start() <= today)
+                .collect();
+        }
+        let first = arrivals
+            .iter()
+            .filter(|(_, inds)| inds.keys().any(|i| form.indicators.contains(i)))
+            .filter_map(|((_, p), _)| p.parse::<Period>().ok())
+            .filter(|p| p.period_type() == form.period_type)
+            .min();
+        let Some(first) = first else {
+            return Vec::new();
+        };
+        let now = Period::month_of(today);
+        Period::range(form.period_type, first, now)
+            .into_iter()
+            .filter(|p| p.start() <= today)
+            .collect()
+    }
+
+    fn statuses<'a>(
+        &self,
+        forms: &[&'a Form],
+        wanted: &Wanted,
+        arrivals: &Arrivals,
+        today: NaiveDate,
+    ) -> Vec<StatusRow<'a>> {
+        let h = self.catalog.hierarchies();
+        let mut rows = Vec::new();
+        for form in forms {
+            for period in self.periods(form, wanted, arrivals, today) {
+                let Some(vi) = h.index_for(period.last_day()) else {
+                    continue;
+                };
+                let version = &h.versions()[vi];
+                let level = form.owing_level(version);
+                let deadline = form.deadline(&period);
+                let period_text = period.to_string();
+                for unit in version.units().filter(|u| u.level == level) {
+                    let code = unit.code.to_string();
+                    // In report_status the unit filter is on the owing unit;
+                    // completeness filters after rolling up.
+                    if self.view == StatusView::ReportStatus
+                        && (!wanted.allows("unit_code", &code)
+                            || !wanted.allows("unit_level", level.as_str()))
+                    {
+                        continue;
+                    }
+                    let got = arrivals.get(&(code.clone(), period_text.clone()));
+                    let mine: Vec<(i64, i64)> = got
+                        .map(|m| {
+                            form.indicators
+                                .iter()
+                                .filter_map(|i| m.get(i).copied())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let first = mine.iter().map(|x| x.0).min();
+                    let last = mine.iter().map(|x| x.1).max();
+                    let status = match first {
+                        Some(f) => {
+                            let day = DateTime::from_timestamp_micros(f)
+                                .map(|t| t.with_timezone(&hanoi()).date_naive())
+                                .unwrap_or(deadline);
+                            if day <= deadline { "on_time" } else { "late" }
+                        }
+                        None if today > deadline => "missing",
+                        None => "pending",
+                    };
+                    rows.push(StatusRow {
+                        unit: code,
+                        name: unit.name.clone(),
+                        level: level.as_str(),
+                        period,
+                        form,
+                        version: vi,
+                        received_indicators: mine.len() as i64,
+                        first,
+                        last,
+                        deadline,
+                        status,
+                    });
+                }
+            }
+        }
+        rows
+    }
+
+    fn completeness_batch(&self, rows: &[StatusRow<'_>], wanted: &Wanted) -> Result<RecordBatch> {
+        let h = self.catalog.hierarchies();
+        // (unit, period, form) -> [expected, received, on_time, late, missing, pending]
+        let mut cells: BTreeMap<(String, Period, String), (usize, [i64; 6])> = BTreeMap::new();
+        for r in rows {
+            let version = &h.versions()[r.version];
+            let Some(code) = baocao_catalog::UnitCode::parse(&r.unit) else {
+                continue;
+            };
+            for a in version.ancestors(&code) {
+                let c = cells
+                    .entry((a.code.to_string(), r.period, r.form.code.clone()))
+                    .or_insert((r.version, [0; 6]));
+                c.1[0] += 1;
+                match r.status {
+                    "on_time" => {
+                        c.1[1] += 1;
+                        c.1[2] += 1;
+                    }
+                    "late" => {
+                        c.1[1] += 1;
+                        c.1[3] += 1;
+                    }
+                    "missing" => c.1[4] += 1,
+                    _ => c.1[5] += 1,
+                }
+            }
+        }
+        let mut out: Vec<CompletenessRow> = Vec::new();
+        for ((unit, period, form), (vi, n)) in cells {
+            let Some(u) = h.versions()[vi].get_str(&unit) else {
+                continue;
+            };
+            if !wanted.allows("unit_code", &unit) || !wanted.allows("unit_level", u.level.as_str())
+            {
+                continue;
+            }
+            out.push((
+                unit,
+                u.name.clone(),
+                u.level.as_str(),
+                period.to_string(),
+                form,
+                n,
+            ));
+        }
+        let pct = |a: i64, b: i64| (b > 0).then(|| (1000.0 * a as f64 / b as f64).round() / 10.0);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(
+                out.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                out.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                out.iter().map(|r| r.2).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                out.iter().map(|r| r.3.as_str()).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                out.iter().map(|r| r.4.as_str()).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                out.iter().map(|r| r.5[0]).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                out.iter().map(|r| r.5[1]).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                out.iter().map(|r| r.5[2]).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                out.iter().map(|r| r.5[3]).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                out.iter().map(|r| r.5[4]).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                out.iter().map(|r| r.5[5]).collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(
+                out.iter().map(|r| pct(r.5[1], r.5[0])).collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(
+                out.iter().map(|r| pct(r.5[2], r.5[0])).collect::<Vec<_>>(),
+            )),
+        ];
+        Ok(RecordBatch::try_new(completeness_schema(), columns)?)
+    }
+}
+
+fn status_batch(rows: &[StatusRow<'_>]) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| r.unit.as_str()).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| r.level).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            rows.iter()
+                .map(|r| r.period.to_string())
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            rows.iter()
+                .map(|r| r.form.code.as_str())
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| r.status).collect::<Vec<_>>(),
+        )),
+        Arc::new(BooleanArray::from(
+            rows.iter().map(|r| r.first.is_some()).collect::<Vec<_>>(),
+        )),
+        Arc::new(BooleanArray::from(
+            rows.iter()
+                .map(|r| match r.status {
+                    "on_time" => Some(true),
+                    "late" => Some(false),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(BooleanArray::from(
+            rows.iter()
+                .map(|r| r.received_indicators == r.form.indicators.len() as i64)
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(Int64Array::from(
+            rows.iter()
+                .map(|r| r.form.indicators.len() as i64)
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(Int64Array::from(
+            rows.iter()
+                .map(|r| r.received_indicators)
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from(rows.iter().map(|r| r.first).collect::<Vec<_>>())
+                .with_timezone("UTC"),
+        ),
+        Arc::new(
+            TimestampMicrosecondArray::from(rows.iter().map(|r| r.last).collect::<Vec<_>>())
+                .with_timezone("UTC"),
+        ),
+        Arc::new(Date32Array::from(
+            rows.iter().map(|r| days(r.deadline)).collect::<Vec<_>>(),
+        )),
+        Arc::new(Date32Array::from(
+            rows.iter()
+                .map(|r| days(r.form.data_window(&r.period).0))
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(Date32Array::from(
+            rows.iter()
+                .map(|r| days(r.form.data_window(&r.period).1))
+                .collect::<Vec<_>>(),
+        )),
+    ];
+    Ok(RecordBatch::try_new(report_status_schema(), columns)?)
+}

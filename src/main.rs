@@ -10,6 +10,7 @@ mod ingest_files;
 mod server;
 mod sqlstate;
 mod warehouse;
+mod writes;
 
 use std::process::ExitCode;
 
@@ -77,7 +78,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 async fn serve(w: &warehouse::Warehouse, listen: &cli::ListenArgs) -> anyhow::Result<()> {
     let addr = listen.checked_addr()?;
     let listener = server::bind(addr).await?;
-    let ctx = server::session_context(w).await?;
+    let engine = server::engine(w).await?;
     let local = listener.local_addr()?;
     tracing::info!(warehouse = %w.root().display(), "serving on {local}");
     println!("baocao is listening on {local}");
@@ -87,7 +88,7 @@ async fn serve(w: &warehouse::Warehouse, listen: &cli::ListenArgs) -> anyhow::Re
         local.port(),
         server::DATABASE
     );
-    server::run(listener, ctx, async {
+    server::run(listener, engine, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await

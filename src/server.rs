@@ -29,13 +29,20 @@ use tokio::net::TcpListener;
 
 use crate::sqlstate;
 use crate::warehouse::Warehouse;
+use crate::writes::{CopyIn, WriteHook, Writer};
 
 /// The database name clients see (`current_database()`, psql's `\l`).
 pub const DATABASE: &str = "baocao";
 pub const SCHEMA: &str = "public";
 
-/// Builds the query engine over a warehouse.
-pub async fn session_context(warehouse: &Warehouse) -> Result<Arc<SessionContext>> {
+/// What a server serves: the query engine and the writer behind INSERT/COPY.
+pub struct Engine {
+    pub ctx: Arc<SessionContext>,
+    pub writer: Arc<Writer>,
+}
+
+/// Builds the query engine and the writer over a warehouse.
+pub async fn engine(warehouse: &Warehouse) -> Result<Engine> {
     let catalog = warehouse.load_catalog()?;
     let config = SessionConfig::new()
         .with_information_schema(true)
@@ -50,9 +57,13 @@ pub async fn session_context(warehouse: &Warehouse) -> Result<Arc<SessionContext
         .await
         .context("cannot open the reports table")?;
     baocao_queries::register(&ctx, &catalog, table).await?;
+    let writer = Arc::new(Writer::new(Arc::new(catalog), warehouse.reports().await?));
     datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
         .map_err(|e| anyhow::anyhow!("cannot set up pg_catalog: {e}"))?;
-    Ok(Arc::new(ctx))
+    Ok(Engine {
+        ctx: Arc::new(ctx),
+        writer,
+    })
 }
 
 /// Binds the listening socket, with an error a person can act on.
@@ -99,6 +110,7 @@ impl ErrorHandler for Errors {
 /// The pgwire handlers of one server.
 struct Handlers {
     session: Arc<DfSessionService>,
+    copy: Arc<CopyIn>,
     startup: Arc<Startup>,
     cancel: Arc<DefaultCancelHandler>,
 }
@@ -116,6 +128,10 @@ impl PgWireServerHandlers for Handlers {
         self.startup.clone()
     }
 
+    fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
+        self.copy.clone()
+    }
+
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
         Arc::new(Errors)
     }
@@ -130,10 +146,12 @@ impl PgWireServerHandlers for Handlers {
 /// connection.
 pub async fn run(
     listener: TcpListener,
-    ctx: Arc<SessionContext>,
+    engine: Engine,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    let Engine { ctx, writer } = engine;
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
+        Arc::new(WriteHook::new(writer.clone())),
         Arc::new(CursorStatementHook),
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
@@ -141,6 +159,7 @@ pub async fn run(
     let connections = Arc::new(ConnectionManager::new());
     let handlers = Arc::new(Handlers {
         session: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+        copy: Arc::new(CopyIn::new(writer)),
         startup: Arc::new(Startup {
             connections: connections.clone(),
         }),

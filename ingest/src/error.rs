@@ -4,8 +4,25 @@ use std::fmt;
 
 /// One problem with one input row (or with the input as a whole when `row`
 /// is `None`).
+/// What kind of problem a row has; decides the SQLSTATE a client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Problem {
+    /// A column is missing or of the wrong type.
+    Shape,
+    /// A required field is empty.
+    Missing,
+    /// The unit or indicator is not in the catalog.
+    Unknown,
+    /// A value, period or level is not acceptable.
+    Invalid,
+    /// The same key twice in one batch.
+    Duplicate,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RowError {
+    pub problem: Problem,
     /// 1-based data row within the input (the header is not counted).
     pub row: Option<usize>,
     /// The column the problem is in, if it is about one.

@@ -13,7 +13,7 @@ mod read;
 mod store;
 mod validate;
 
-pub use error::{IngestError, MAX_ERRORS, Rejection, RowError};
+pub use error::{IngestError, MAX_ERRORS, Problem, Rejection, RowError};
 pub use read::read_parquet_file;
 pub use store::{Receipt, ReportStore, Submission};
 pub use validate::{ValidBatch, Validator};

@@ -14,7 +14,7 @@ use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::DataType;
 use std::collections::HashSet;
 
-use crate::error::{MAX_ERRORS, Rejection, RowError};
+use crate::error::{MAX_ERRORS, Problem, Rejection, RowError};
 
 /// Rows that passed validation: the key columns and the value, in input order.
 #[derive(Debug, Clone)]
@@ -55,6 +55,7 @@ impl ValidBatch {
                     return Err(Rejection {
                         source,
                         errors: vec![RowError {
+                            problem: Problem::Duplicate,
                             row: Some(i + 1),
                             field: None,
                             reason: format!(
@@ -88,6 +89,7 @@ fn string_column(
 ) -> Option<StringArray> {
     let Some(col) = batch.column_by_name(name) else {
         errors.push(RowError {
+            problem: Problem::Shape,
             row: None,
             field: Some(name.to_string()),
             reason: format!("column {name} is missing"),
@@ -100,6 +102,7 @@ fn string_column(
                 Ok(a) => a.as_any().downcast_ref::<StringArray>().cloned(),
                 Err(e) => {
                     errors.push(RowError {
+                        problem: Problem::Shape,
                         row: None,
                         field: Some(name.to_string()),
                         reason: format!("column {name} cannot be read as text: {e}"),
@@ -110,6 +113,7 @@ fn string_column(
         }
         other => {
             errors.push(RowError {
+                problem: Problem::Shape,
                 row: None,
                 field: Some(name.to_string()),
                 reason: format!(
@@ -124,6 +128,7 @@ fn string_column(
 fn value_column(batch: &RecordBatch, errors: &mut Vec<RowError>) -> Option<Float64Array> {
     let Some(col) = batch.column_by_name(VALUE) else {
         errors.push(RowError {
+            problem: Problem::Shape,
             row: None,
             field: Some(VALUE.to_string()),
             reason: format!("column {VALUE} is missing"),
@@ -132,6 +137,7 @@ fn value_column(batch: &RecordBatch, errors: &mut Vec<RowError>) -> Option<Float
     };
     if !(col.data_type().is_numeric()) {
         errors.push(RowError {
+            problem: Problem::Shape,
             row: None,
             field: Some(VALUE.to_string()),
             reason: format!("column {VALUE} must be a number, not {}", col.data_type()),
@@ -144,6 +150,7 @@ fn value_column(batch: &RecordBatch, errors: &mut Vec<RowError>) -> Option<Float
         Ok(a) => a.as_any().downcast_ref::<Float64Array>().cloned(),
         Err(e) => {
             errors.push(RowError {
+                problem: Problem::Shape,
                 row: None,
                 field: Some(VALUE.to_string()),
                 reason: format!("column {VALUE} cannot be read as a number: {e}"),
@@ -179,10 +186,15 @@ impl<'a> Validator<'a> {
             });
         };
         let mut total = 0usize;
-        let mut push = |errors: &mut Vec<RowError>, row: usize, field: &str, reason: String| {
+        let mut push = |errors: &mut Vec<RowError>,
+                        row: usize,
+                        field: &str,
+                        problem: Problem,
+                        reason: String| {
             total += 1;
             if errors.len() < MAX_ERRORS {
                 errors.push(RowError {
+                    problem,
                     row: Some(row + 1),
                     field: Some(field.to_string()),
                     reason,
@@ -209,7 +221,13 @@ impl<'a> Validator<'a> {
                     (&indicators, INDICATOR_CODE),
                 ] {
                     if a.is_null(row) {
-                        push(&mut errors, row, f, format!("{f} is empty"));
+                        push(
+                            &mut errors,
+                            row,
+                            f,
+                            Problem::Missing,
+                            format!("{f} is empty"),
+                        );
                     }
                 }
                 continue;
@@ -220,13 +238,14 @@ impl<'a> Validator<'a> {
                     &mut errors,
                     row,
                     INDICATOR_CODE,
+                    Problem::Unknown,
                     format!("indicator_code '{code}' is not in the indicator catalog"),
                 );
             }
             let period = match period_text.parse::<Period>() {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    push(&mut errors, row, PERIOD, e.to_string());
+                    push(&mut errors, row, PERIOD, Problem::Invalid, e.to_string());
                     None
                 }
             };
@@ -238,6 +257,7 @@ impl<'a> Validator<'a> {
                     &mut errors,
                     row,
                     PERIOD,
+                    Problem::Invalid,
                     format!(
                         "period '{period}' is a {} but indicator '{code}' is reported per {}",
                         period.period_type(),
@@ -251,6 +271,7 @@ impl<'a> Validator<'a> {
                     &mut errors,
                     row,
                     PERIOD,
+                    Problem::Invalid,
                     format!("period '{period}' has not started yet"),
                 );
                 continue;
@@ -260,6 +281,7 @@ impl<'a> Validator<'a> {
                     &mut errors,
                     row,
                     UNIT_CODE,
+                    Problem::Unknown,
                     "the catalog has no hierarchy".to_string(),
                 );
                 continue;
@@ -270,6 +292,7 @@ impl<'a> Validator<'a> {
                     &mut errors,
                     row,
                     UNIT_CODE,
+                    Problem::Unknown,
                     format!(
                         "unit_code '{unit}' is not a unit of the hierarchy in force in {period} (version of {})",
                         version.effective
@@ -279,6 +302,7 @@ impl<'a> Validator<'a> {
                     &mut errors,
                     row,
                     UNIT_CODE,
+                    Problem::Invalid,
                     format!(
                         "unit_code '{unit}' is a {} but indicator '{code}' is reported by each {level} in {period}",
                         u.level
@@ -287,12 +311,18 @@ impl<'a> Validator<'a> {
                 Some(_) => {}
             }
             if values.is_null(row) {
-                push(&mut errors, row, VALUE, "value is empty".to_string());
+                push(
+                    &mut errors,
+                    row,
+                    VALUE,
+                    Problem::Missing,
+                    "value is empty".to_string(),
+                );
                 continue;
             }
             let v = values.value(row);
             if let Some(reason) = check_value(indicator, v) {
-                push(&mut errors, row, VALUE, reason);
+                push(&mut errors, row, VALUE, Problem::Invalid, reason);
                 continue;
             }
             if !seen.insert((unit, period_text, code)) {
@@ -300,6 +330,7 @@ impl<'a> Validator<'a> {
                     &mut errors,
                     row,
                     UNIT_CODE,
+                    Problem::Duplicate,
                     format!(
                         "unit {unit} period {period} indicator {code} appears more than once in this batch"
                     ),

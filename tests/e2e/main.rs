@@ -14,3 +14,4 @@ mod reports;
 mod rollup;
 mod sql_errors;
 mod status;
+mod writes;

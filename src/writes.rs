@@ -1,0 +1,740 @@
+//! Writes over the Postgres protocol: `INSERT INTO reports ...` and
+//! `COPY reports FROM STDIN`, both through the one validator and one atomic
+//! commit per statement; every other write or DDL statement is refused.
+//!
+//! `submitted_by` is the connected user and `submitted_at` the commit time;
+//! a client cannot set them. An invalid row refuses the whole statement
+//! with an error naming the row and field, and the connection goes on.
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use baocao_catalog::Catalog;
+use baocao_catalog::report::{INDICATOR_CODE, PERIOD, UNIT_CODE, VALUE};
+use baocao_ingest::{
+    IngestError, Problem, Receipt, Rejection, ReportStore, RowError, Submission, Validator,
+};
+use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::ParamValues;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::logical_expr::{Cast, Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{
+    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, ObjectName,
+    Statement, TableObject,
+};
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use futures::{Sink, SinkExt};
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::results::{CopyResponse, Response, Tag};
+use pgwire::api::{ClientInfo, METADATA_USER};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+
+use crate::sqlstate;
+
+/// The columns a client may write, in their default order.
+const WRITABLE: [&str; 4] = [UNIT_CODE, PERIOD, INDICATOR_CODE, VALUE];
+
+/// The largest COPY input kept in memory before it is refused.
+const MAX_COPY_BYTES: usize = 1 << 30;
+
+/// Validates and commits batches written by clients.
+pub struct Writer {
+    catalog: Arc<Catalog>,
+    store: ReportStore,
+}
+
+impl Writer {
+    pub fn new(catalog: Arc<Catalog>, store: ReportStore) -> Self {
+        Writer { catalog, store }
+    }
+
+    async fn submit(&self, batch: &RecordBatch, source: &str, user: &str) -> PgWireResult<Receipt> {
+        let today = chrono::Utc::now().date_naive();
+        let valid = Validator::new(&self.catalog, today)
+            .validate(batch, source)
+            .map_err(|r| rejection_error(&r))?;
+        self.store
+            .commit(vec![(valid, Submission::now(user))])
+            .await
+            .map_err(|e| match e {
+                IngestError::Rejected(r) => rejection_error(&r),
+                other => user_error(
+                    sqlstate::INTERNAL_ERROR,
+                    format!("the commit failed, nothing was written: {other}"),
+                ),
+            })
+    }
+}
+
+fn user_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        code.to_string(),
+        message,
+    )))
+}
+
+/// A refused batch as a Postgres error: class 22 for bad values, 23 for
+/// keys that break the catalog's integrity.
+fn rejection_error(r: &Rejection) -> PgWireError {
+    let code = match r.errors.first().map(|e| e.problem) {
+        Some(Problem::Unknown) => "23503",
+        Some(Problem::Duplicate) => "23505",
+        Some(Problem::Missing) => "23502",
+        Some(Problem::Shape) => "22P04",
+        _ => sqlstate::INVALID_PARAMETER_VALUE,
+    };
+    user_error(code, format!("refused {r}; nothing was written"))
+}
+
+fn read_only(what: &str) -> PgWireError {
+    user_error(
+        "42501",
+        format!(
+            "{what} is not allowed: the only writable table is reports (INSERT INTO reports or COPY reports FROM STDIN); \
+             the catalog is changed through its files"
+        ),
+    )
+}
+
+fn is_reports(name: &ObjectName) -> bool {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| p.to_string().trim_matches('"').to_lowercase())
+        .collect();
+    matches!(parts.as_slice(), [t] if t == "reports")
+        || matches!(parts.as_slice(), [s, t] if s == "public" && t == "reports")
+}
+
+/// The target columns of a write, checked against the writable ones.
+fn target_columns(columns: &[String]) -> PgWireResult<Vec<&'static str>> {
+    if columns.is_empty() {
+        return Ok(WRITABLE.to_vec());
+    }
+    columns
+        .iter()
+        .map(|c| {
+            let c = c.trim_matches('"').to_lowercase();
+            WRITABLE.iter().copied().find(|w| *w == c).ok_or_else(|| {
+                user_error(
+                    "42703",
+                    format!(
+                        "column \"{c}\" of reports cannot be written: write unit_code, period, indicator_code and value \
+                         (submitted_at, submitted_by and submission_id are set by the server)"
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+fn user_of(client: &(dyn ClientInfo + Send + Sync)) -> String {
+    client
+        .metadata()
+        .get(METADATA_USER)
+        .cloned()
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Names the columns of `batch` after `targets`, as text and number.
+fn as_reports_batch(batch: &RecordBatch, targets: &[&'static str]) -> PgWireResult<RecordBatch> {
+    if batch.num_columns() != targets.len() {
+        return Err(user_error(
+            "42601",
+            format!(
+                "INSERT has {} target columns but {} values per row",
+                targets.len(),
+                batch.num_columns()
+            ),
+        ));
+    }
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (i, name) in targets.iter().enumerate() {
+        let to = if *name == VALUE {
+            DataType::Float64
+        } else {
+            DataType::Utf8
+        };
+        let column = cast(batch.column(i), &to)
+            .map_err(|e| user_error("22P02", format!("column {name}: {e}")))?;
+        fields.push(Field::new(*name, to, true));
+        columns.push(column);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| user_error(sqlstate::INTERNAL_ERROR, e.to_string()))
+}
+
+fn df_error(e: datafusion::error::DataFusionError) -> PgWireError {
+    PgWireError::ApiError(Box::new(e))
+}
+
+async fn collect_plan(ctx: &SessionContext, plan: LogicalPlan) -> PgWireResult<RecordBatch> {
+    let df = ctx.execute_logical_plan(plan).await.map_err(df_error)?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(df_error)?;
+    concat_batches(&schema, &batches)
+        .map_err(|e| user_error(sqlstate::INTERNAL_ERROR, e.to_string()))
+}
+
+/// The write hook: INSERT and COPY into reports, a refusal for other writes.
+pub struct WriteHook {
+    writer: Arc<Writer>,
+}
+
+impl WriteHook {
+    pub fn new(writer: Arc<Writer>) -> Self {
+        WriteHook { writer }
+    }
+
+    /// Plans the rows of `INSERT INTO reports ...`, with each `$n` in a
+    /// VALUES list typed by its target column so drivers know what to send.
+    async fn plan_rows(
+        &self,
+        stmt: &Statement,
+        ctx: &SessionContext,
+    ) -> PgWireResult<(LogicalPlan, Vec<&'static str>)> {
+        let Statement::Insert(insert) = stmt else {
+            return Err(user_error(
+                sqlstate::INTERNAL_ERROR,
+                "not an INSERT".to_string(),
+            ));
+        };
+        let names: Vec<String> = insert.columns.iter().map(|c| c.to_string()).collect();
+        let targets = target_columns(&names)?;
+        let Some(source) = &insert.source else {
+            return Err(user_error(
+                "42601",
+                "INSERT INTO reports needs VALUES or a SELECT".to_string(),
+            ));
+        };
+        let plan = ctx
+            .state()
+            .create_logical_plan(&source.to_string())
+            .await
+            .map_err(df_error)?;
+        let typed = type_placeholders(plan, &targets).map_err(df_error)?;
+        Ok((typed, targets))
+    }
+}
+
+/// Gives every untyped `$n` of a VALUES list the type of its target column.
+fn type_placeholders(
+    plan: LogicalPlan,
+    targets: &[&'static str],
+) -> datafusion::error::Result<LogicalPlan> {
+    plan.transform_up(|node| {
+        let LogicalPlan::Values(values) = &node else {
+            return Ok(Transformed::no(node));
+        };
+        let mut changed = false;
+        let rows: Vec<Vec<Expr>> = values
+            .values
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .map(|(i, e)| match e {
+                        Expr::Placeholder(p) if p.field.is_none() => {
+                            changed = true;
+                            let to = if targets.get(i) == Some(&VALUE) {
+                                DataType::Float64
+                            } else {
+                                DataType::Utf8
+                            };
+                            Expr::Cast(Cast::new(Box::new(e.clone()), to))
+                        }
+                        other => other.clone(),
+                    })
+                    .collect()
+            })
+            .collect();
+        if !changed {
+            return Ok(Transformed::no(node));
+        }
+        Ok(Transformed::yes(LogicalPlanBuilder::values(rows)?.build()?))
+    })
+    .map(|t| t.data)
+}
+
+fn insert_target(stmt: &Statement) -> Option<bool> {
+    match stmt {
+        Statement::Insert(insert) => Some(match &insert.table {
+            TableObject::TableName(name) => is_reports(name),
+            _ => false,
+        }),
+        _ => None,
+    }
+}
+
+/// Statements that change data or schema, other than the ones we handle.
+fn refused(stmt: &Statement) -> Option<&'static str> {
+    Some(match stmt {
+        Statement::Insert(_) => "INSERT into this table",
+        Statement::Update { .. } => "UPDATE",
+        Statement::Delete(_) => "DELETE (withdraw a value by submitting a correction)",
+        Statement::Merge { .. } => "MERGE",
+        Statement::Truncate { .. } => "TRUNCATE",
+        Statement::Drop { .. } => "DROP",
+        Statement::CreateTable(_) => "CREATE TABLE",
+        Statement::CreateView { .. } => "CREATE VIEW",
+        Statement::CreateIndex(_) => "CREATE INDEX",
+        Statement::CreateSchema { .. } => "CREATE SCHEMA",
+        Statement::CreateDatabase { .. } => "CREATE DATABASE",
+        Statement::CreateFunction(_) => "CREATE FUNCTION",
+        Statement::AlterTable { .. } => "ALTER TABLE",
+        Statement::Copy { .. } => "this COPY (only COPY reports FROM STDIN is supported)",
+        _ => return None,
+    })
+}
+
+/// The COPY options we honour.
+#[derive(Debug, Clone)]
+struct CopyFormat {
+    csv: bool,
+    header: bool,
+    delimiter: u8,
+    null: String,
+}
+
+fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> PgWireResult<CopyFormat> {
+    let mut f = CopyFormat {
+        csv: false,
+        header: false,
+        delimiter: b'\t',
+        null: "\\N".to_string(),
+    };
+    let mut delimiter_set = false;
+    let mut null_set = false;
+    for o in options {
+        match o {
+            CopyOption::Format(name) => match name.value.to_lowercase().as_str() {
+                "csv" => f.csv = true,
+                "text" => f.csv = false,
+                other => {
+                    return Err(user_error(
+                        "0A000",
+                        format!("COPY format {other} is not supported: use csv or text"),
+                    ));
+                }
+            },
+            CopyOption::Header(h) => f.header = *h,
+            CopyOption::Delimiter(c) => {
+                f.delimiter = u8::try_from(u32::from(*c)).map_err(|_| {
+                    user_error("22023", "COPY delimiter must be one ASCII character".into())
+                })?;
+                delimiter_set = true;
+            }
+            CopyOption::Null(s) => {
+                f.null = s.clone();
+                null_set = true;
+            }
+            _ => {}
+        }
+    }
+    for o in legacy {
+        match o {
+            CopyLegacyOption::Csv(csv) => {
+                f.csv = true;
+                f.header |= csv.iter().any(|c| matches!(c, CopyLegacyCsvOption::Header));
+            }
+            CopyLegacyOption::Header => f.header = true,
+            CopyLegacyOption::Delimiter(c) => {
+                f.delimiter = u8::try_from(u32::from(*c)).map_err(|_| {
+                    user_error("22023", "COPY delimiter must be one ASCII character".into())
+                })?;
+                delimiter_set = true;
+            }
+            CopyLegacyOption::Null(s) => {
+                f.null = s.clone();
+                null_set = true;
+            }
+            _ => {}
+        }
+    }
+    if f.csv {
+        if !delimiter_set {
+            f.delimiter = b',';
+        }
+        if !null_set {
+            f.null = String::new();
+        }
+    }
+    Ok(f)
+}
+
+/// A COPY in progress on one connection.
+struct CopyState {
+    targets: Vec<&'static str>,
+    format: CopyFormat,
+    data: Vec<u8>,
+}
+
+/// The per-connection slot for a COPY in progress.
+#[derive(Default)]
+struct CopySlot(Mutex<Option<CopyState>>);
+
+fn slot(client: &(impl ClientInfo + ?Sized)) -> Arc<CopySlot> {
+    client
+        .session_extensions()
+        .get_or_insert_with(CopySlot::default)
+}
+
+#[async_trait]
+impl QueryHook for WriteHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if insert_target(statement) == Some(true) {
+            let result = async {
+                let (plan, targets) = self.plan_rows(statement, ctx).await?;
+                let rows = as_reports_batch(&collect_plan(ctx, plan).await?, &targets)?;
+                let user = user_of(&*client);
+                let receipt = self.writer.submit(&rows, "INSERT", &user).await?;
+                Ok(Response::Execution(
+                    Tag::new("INSERT").with_oid(0).with_rows(receipt.rows),
+                ))
+            }
+            .await;
+            return Some(result);
+        }
+        if let Some(start) = start_copy(statement, &*client) {
+            return Some(start);
+        }
+        refused(statement).map(|what| Err(read_only(what)))
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        if insert_target(statement) == Some(true) {
+            return Some(self.plan_rows(statement, ctx).await.map(|(plan, _)| plan));
+        }
+        if is_copy_in(statement) {
+            // Nothing to plan: the data comes in CopyData messages.
+            return Some(LogicalPlanBuilder::empty(false).build().map_err(df_error));
+        }
+        refused(statement).map(|what| Err(read_only(what)))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        logical_plan: &LogicalPlan,
+        params: &ParamValues,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if let Some(start) = start_copy(statement, &*client) {
+            return Some(start);
+        }
+        if insert_target(statement) != Some(true) {
+            return None;
+        }
+        let result = async {
+            let Statement::Insert(insert) = statement else {
+                return Err(user_error(sqlstate::INTERNAL_ERROR, "not an INSERT".into()));
+            };
+            let names: Vec<String> = insert.columns.iter().map(|c| c.to_string()).collect();
+            let targets = target_columns(&names)?;
+            let plan = logical_plan
+                .clone()
+                .replace_params_with_values(params)
+                .map_err(df_error)?;
+            let rows = as_reports_batch(&collect_plan(ctx, plan).await?, &targets)?;
+            let user = user_of(&*client);
+            let receipt = self.writer.submit(&rows, "INSERT", &user).await?;
+            Ok(Response::Execution(
+                Tag::new("INSERT").with_oid(0).with_rows(receipt.rows),
+            ))
+        }
+        .await;
+        Some(result)
+    }
+}
+
+/// Whether `statement` is `COPY reports [(cols)] FROM STDIN ...`.
+fn is_copy_in(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::Copy {
+            source: CopySource::Table { table_name, .. },
+            to: false,
+            target: CopyTarget::Stdin,
+            ..
+        } if is_reports(table_name)
+    )
+}
+
+/// Starts `COPY reports FROM STDIN` on this connection, if that is the statement.
+fn start_copy(
+    statement: &Statement,
+    client: &(dyn ClientInfo + Send + Sync),
+) -> Option<PgWireResult<Response>> {
+    let Statement::Copy {
+        source: CopySource::Table { columns, .. },
+        options,
+        legacy_options,
+        ..
+    } = statement
+    else {
+        return None;
+    };
+    if !is_copy_in(statement) {
+        return None;
+    }
+    let result = (|| {
+        let names: Vec<String> = columns.iter().map(|c| c.value.clone()).collect();
+        let targets = target_columns(&names)?;
+        let format = copy_format(options, legacy_options)?;
+        let n = targets.len();
+        if let Ok(mut s) = slot(client).0.lock() {
+            *s = Some(CopyState {
+                targets,
+                format,
+                data: Vec::new(),
+            });
+        }
+        let stream = futures::stream::empty::<PgWireResult<CopyData>>();
+        Ok(Response::CopyIn(CopyResponse::new(0, n, stream)))
+    })();
+    Some(result)
+}
+
+/// Receives the data of `COPY reports FROM STDIN`.
+pub struct CopyIn {
+    writer: Arc<Writer>,
+}
+
+impl CopyIn {
+    pub fn new(writer: Arc<Writer>) -> Self {
+        CopyIn { writer }
+    }
+}
+
+/// Parses COPY input into the four writable columns (all text but value).
+fn parse_copy(state: &CopyState) -> Result<RecordBatch, Rejection> {
+    let f = &state.format;
+    let mut builder = csv::ReaderBuilder::new();
+    builder
+        .has_headers(f.header)
+        .delimiter(f.delimiter)
+        .flexible(true);
+    if !f.csv {
+        builder.quoting(false);
+    }
+    let mut reader = builder.from_reader(state.data.as_slice());
+    let n = state.targets.len();
+    let mut cols: Vec<Vec<Option<String>>> = vec![Vec::new(); n];
+    let mut errors = Vec::new();
+    for (i, record) in reader.byte_records().enumerate() {
+        let row = i + 1;
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(RowError {
+                    problem: Problem::Shape,
+                    row: Some(row),
+                    field: None,
+                    reason: format!("cannot read the line: {e}"),
+                });
+                break;
+            }
+        };
+        if record.len() != n {
+            errors.push(RowError {
+                problem: Problem::Shape,
+                row: Some(row),
+                field: None,
+                reason: format!(
+                    "{} fields where {n} were expected ({})",
+                    record.len(),
+                    state.targets.join(", ")
+                ),
+            });
+            continue;
+        }
+        for (k, field) in record.iter().enumerate() {
+            let Ok(text) = std::str::from_utf8(field) else {
+                errors.push(RowError {
+                    problem: Problem::Shape,
+                    row: Some(row),
+                    field: Some(state.targets[k].to_string()),
+                    reason: format!("{} is not valid UTF-8", state.targets[k]),
+                });
+                continue;
+            };
+            cols[k].push((text != f.null).then(|| text.to_string()));
+        }
+    }
+    if !errors.is_empty() {
+        let total = errors.len();
+        return Err(Rejection {
+            source: "COPY".to_string(),
+            errors,
+            total,
+        });
+    }
+    let mut fields = Vec::new();
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    let mut bad = Vec::new();
+    for (k, name) in state.targets.iter().enumerate() {
+        if *name == VALUE {
+            let values: Vec<Option<f64>> = cols[k]
+                .iter()
+                .enumerate()
+                .map(|(r, v)| match v {
+                    None => None,
+                    Some(t) => match t.trim().parse::<f64>() {
+                        Ok(x) => Some(x),
+                        Err(_) => {
+                            bad.push(RowError {
+                                problem: Problem::Invalid,
+                                row: Some(r + 1),
+                                field: Some(VALUE.to_string()),
+                                reason: format!("value '{t}' is not a number"),
+                            });
+                            None
+                        }
+                    },
+                })
+                .collect();
+            fields.push(Field::new(*name, DataType::Float64, true));
+            arrays.push(Arc::new(Float64Array::from(values)));
+        } else {
+            fields.push(Field::new(*name, DataType::Utf8, true));
+            arrays.push(Arc::new(StringArray::from(cols[k].clone())));
+        }
+    }
+    if !bad.is_empty() {
+        let total = bad.len();
+        return Err(Rejection {
+            source: "COPY".to_string(),
+            errors: bad,
+            total,
+        });
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| Rejection {
+        source: "COPY".to_string(),
+        errors: vec![RowError {
+            problem: Problem::Shape,
+            row: None,
+            field: None,
+            reason: e.to_string(),
+        }],
+        total: 1,
+    })
+}
+
+#[async_trait]
+impl CopyHandler for CopyIn {
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let slot = slot(client);
+        let mut guard = slot
+            .0
+            .lock()
+            .map_err(|_| user_error(sqlstate::INTERNAL_ERROR, "COPY state poisoned".into()))?;
+        let Some(state) = guard.as_mut() else {
+            return Err(user_error(
+                "08P01",
+                "COPY data without a COPY in progress".into(),
+            ));
+        };
+        if state.data.len() + copy_data.data.len() > MAX_COPY_BYTES {
+            *guard = None;
+            return Err(user_error(
+                "54000",
+                format!("COPY input is larger than {MAX_COPY_BYTES} bytes; split it"),
+            ));
+        }
+        state.data.extend_from_slice(&copy_data.data);
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let state = slot(client).0.lock().ok().and_then(|mut s| s.take());
+        let Some(state) = state else {
+            return Err(user_error(
+                "08P01",
+                "COPY done without a COPY in progress".into(),
+            ));
+        };
+        let batch = parse_copy(&state).map_err(|r| rejection_error(&r))?;
+        let user = client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .unwrap_or_else(|| "unknown".into());
+        let receipt = self.writer.submit(&batch, "COPY", &user).await?;
+        let tag = Tag::new("COPY").with_rows(receipt.rows);
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Ok(mut s) = slot(client).0.lock() {
+            *s = None;
+        }
+        user_error(
+            "57014",
+            format!(
+                "COPY from stdin failed: {}; nothing was written",
+                fail.message
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_and_csv() {
+        let state = CopyState {
+            targets: WRITABLE.to_vec(),
+            format: copy_format(&[CopyOption::Format("csv".into()), CopyOption::Header(true)], &[]).unwrap(),
+            data: b"unit_code,period,indicator_code,value\n00004,2024-07,births,12\n00007,2024-07,births,\n".to_vec(),
+        };
+        let b = parse_copy(&state).unwrap();
+        assert_eq!(b.num_rows(), 2);
+        assert!(b.column(3).is_null(1));
+        let state = CopyState {
+            targets: WRITABLE.to_vec(),
+            format: copy_format(&[], &[]).unwrap(),
+            data: b"00004\t2024-07\tbirths\tabc\n".to_vec(),
+        };
+        let err = parse_copy(&state).unwrap_err();
+        assert_eq!(err.errors[0].reason, "value 'abc' is not a number");
+    }
+}

@@ -35,8 +35,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create (or reuse) the Hanoi demo warehouse with generated reports, then serve it.
     Demo(DemoArgs),
-    /// Validate Parquet files of reports and commit them as one atomic submission batch.
+    /// Validate report files (Parquet or CSV, long or wide layout) and commit them all in one atomic commit.
     Ingest(IngestArgs),
+    /// Validate report files without committing anything (a dry run for ETL jobs).
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +70,16 @@ impl ListenArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LandingArgs {
+    /// Folder watched for dropped report files (default: <warehouse>/landing).
+    #[arg(long, env = "BAOCAO_LANDING")]
+    pub landing: Option<PathBuf>,
+    /// How often the landing folder is scanned, in milliseconds.
+    #[arg(long, env = "BAOCAO_LANDING_INTERVAL_MS", default_value_t = 200)]
+    pub landing_interval_ms: u64,
+}
+
+#[derive(Debug, Args)]
 pub struct InitArgs {
     #[command(flatten)]
     pub warehouse: WarehouseArgs,
@@ -79,6 +91,8 @@ pub struct ServeArgs {
     pub warehouse: WarehouseArgs,
     #[command(flatten)]
     pub listen: ListenArgs,
+    #[command(flatten)]
+    pub landing: LandingArgs,
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +101,8 @@ pub struct DemoArgs {
     pub warehouse: WarehouseArgs,
     #[command(flatten)]
     pub listen: ListenArgs,
+    #[command(flatten)]
+    pub landing: LandingArgs,
     /// Seed of the generated values: the same seed gives the same warehouse.
     #[arg(long, env = "BAOCAO_DEMO_SEED", default_value_t = 173)]
     pub seed: u64,
@@ -108,7 +124,16 @@ pub struct IngestArgs {
     /// Who the submissions are recorded as sent by.
     #[arg(long, env = "BAOCAO_SUBMITTED_BY", default_value = "ingest")]
     pub submitted_by: String,
-    /// Parquet files in the long format: unit_code, period, indicator_code, value.
+    /// Parquet or CSV files: long (unit_code, period, indicator_code, value) or wide (unit_code, period, <indicator>...).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub warehouse: WarehouseArgs,
+    /// Parquet or CSV files to check.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
 }

@@ -1,10 +1,11 @@
-//! `baocao ingest FILE...`: every file validated, then all committed in one
-//! atomic transaction, or nothing committed at all.
+//! `baocao ingest FILE...` (every file validated, then all committed in one
+//! atomic transaction, or nothing) and `baocao check FILE...` (the same
+//! validation, nothing committed: an ETL job's dry run).
 
-use anyhow::Result;
-use baocao_ingest::{Submission, ValidBatch, Validator, read_parquet_file};
+use anyhow::{Result, bail};
+use baocao_ingest::{IngestError, Submission, ValidBatch, Validator, read_file};
 
-use crate::cli::IngestArgs;
+use crate::cli::{CheckArgs, IngestArgs};
 use crate::warehouse::Warehouse;
 
 pub async fn run(args: &IngestArgs) -> Result<()> {
@@ -14,9 +15,9 @@ pub async fn run(args: &IngestArgs) -> Result<()> {
     let validator = Validator::new(&catalog, today);
     let mut valid = Vec::new();
     for path in &args.files {
-        let batch = read_parquet_file(path)?;
         let name = path.display().to_string();
-        let checked = validator.validate(&batch, &name)?;
+        let input = read_file(path)?;
+        let checked = validator.validate_rows(&input.batch, &name, Some(&input.rows))?;
         valid.push((name, checked));
     }
     let files = valid.len();
@@ -29,5 +30,44 @@ pub async fn run(args: &IngestArgs) -> Result<()> {
         "committed {} values from {files} file(s) as submission {id} (table version {})",
         receipt.rows, receipt.version
     );
+    Ok(())
+}
+
+/// Prints, per file, `ok` or every problem found, one per line; fails if
+/// any file would be refused.
+pub fn check(args: &CheckArgs) -> Result<()> {
+    let warehouse = Warehouse::open(&args.warehouse.warehouse)?;
+    let catalog = warehouse.load_catalog()?;
+    let today = chrono::Utc::now().date_naive();
+    let validator = Validator::new(&catalog, today);
+    let mut refused = 0;
+    for path in &args.files {
+        let name = path.display().to_string();
+        let result = read_file(path).and_then(|input| {
+            validator
+                .validate_rows(&input.batch, &name, Some(&input.rows))
+                .map_err(IngestError::from)
+        });
+        match result {
+            Ok(valid) => println!("ok {name}: {} values", valid.len()),
+            Err(IngestError::Rejected(r)) => {
+                refused += 1;
+                println!("refused {name}: {} problem(s)", r.total);
+                for e in &r.errors {
+                    println!("  {name}: {e}");
+                }
+                if r.total > r.errors.len() {
+                    println!("  {name}: ... and {} more", r.total - r.errors.len());
+                }
+            }
+            Err(other) => {
+                refused += 1;
+                println!("refused {name}: {other}");
+            }
+        }
+    }
+    if refused > 0 {
+        bail!("{refused} of {} file(s) would be refused", args.files.len());
+    }
     Ok(())
 }

@@ -62,23 +62,47 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let w = warehouse::Warehouse::open(&args.warehouse.warehouse)?;
-            serve(&w, &args.listen).await
+            serve(&w, &args.listen, &args.landing).await
         }
         Command::Demo(args) => {
             let w = demo::prepare(&args).await?;
             if args.no_serve {
                 return Ok(());
             }
-            serve(&w, &args.listen).await
+            serve(&w, &args.listen, &args.landing).await
         }
         Command::Ingest(args) => ingest_files::run(&args).await,
+        Command::Check(args) => ingest_files::check(&args),
     }
 }
 
-async fn serve(w: &warehouse::Warehouse, listen: &cli::ListenArgs) -> anyhow::Result<()> {
+async fn serve(
+    w: &warehouse::Warehouse,
+    listen: &cli::ListenArgs,
+    landing: &cli::LandingArgs,
+) -> anyhow::Result<()> {
     let addr = listen.checked_addr()?;
     let listener = server::bind(addr).await?;
     let engine = server::engine(w).await?;
+    let landing_dir = landing
+        .landing
+        .clone()
+        .unwrap_or_else(|| w.root().join("landing"));
+    std::fs::create_dir_all(&landing_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the landing folder {}: {e}",
+            landing_dir.display()
+        )
+    })?;
+    let watcher = baocao_ingest::Landing::new(
+        landing_dir.clone(),
+        w.root().join("quarantine"),
+        engine.catalog.clone(),
+        engine.store.clone(),
+    );
+    let interval = std::time::Duration::from_millis(landing.landing_interval_ms.max(10));
+    tokio::spawn(watcher.watch(interval, std::future::pending()));
+    tracing::info!(landing = %landing_dir.display(), "watching the landing folder");
     let local = listener.local_addr()?;
     tracing::info!(warehouse = %w.root().display(), "serving on {local}");
     println!("baocao is listening on {local}");

@@ -27,6 +27,9 @@ use pgwire::api::{ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandl
 use pgwire::error::PgWireError;
 use tokio::net::TcpListener;
 
+use baocao_catalog::Catalog;
+use baocao_ingest::ReportStore;
+
 use crate::sqlstate;
 use crate::warehouse::Warehouse;
 use crate::writes::{CopyIn, WriteHook, Writer};
@@ -39,6 +42,8 @@ pub const SCHEMA: &str = "public";
 pub struct Engine {
     pub ctx: Arc<SessionContext>,
     pub writer: Arc<Writer>,
+    pub catalog: Arc<Catalog>,
+    pub store: Arc<ReportStore>,
 }
 
 /// Builds the query engine and the writer over a warehouse.
@@ -57,12 +62,16 @@ pub async fn engine(warehouse: &Warehouse) -> Result<Engine> {
         .await
         .context("cannot open the reports table")?;
     baocao_queries::register(&ctx, &catalog, table).await?;
-    let writer = Arc::new(Writer::new(Arc::new(catalog), warehouse.reports().await?));
+    let catalog = Arc::new(catalog);
+    let store = Arc::new(warehouse.reports().await?);
+    let writer = Arc::new(Writer::new(catalog.clone(), store.clone()));
     datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
         .map_err(|e| anyhow::anyhow!("cannot set up pg_catalog: {e}"))?;
     Ok(Engine {
         ctx: Arc::new(ctx),
         writer,
+        catalog,
+        store,
     })
 }
 
@@ -149,7 +158,7 @@ pub async fn run(
     engine: Engine,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let Engine { ctx, writer } = engine;
+    let Engine { ctx, writer, .. } = engine;
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
         Arc::new(WriteHook::new(writer.clone())),
         Arc::new(CursorStatementHook),

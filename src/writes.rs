@@ -46,11 +46,11 @@ const MAX_COPY_BYTES: usize = 1 << 30;
 /// Validates and commits batches written by clients.
 pub struct Writer {
     catalog: Arc<Catalog>,
-    store: ReportStore,
+    store: Arc<ReportStore>,
 }
 
 impl Writer {
-    pub fn new(catalog: Arc<Catalog>, store: ReportStore) -> Self {
+    pub fn new(catalog: Arc<Catalog>, store: Arc<ReportStore>) -> Self {
         Writer { catalog, store }
     }
 

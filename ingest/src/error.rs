@@ -71,11 +71,19 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
+// Not `#[from]`: that would make the rejection the error's source too, and
+// every cause-chain printer would say it twice.
+impl From<Rejection> for IngestError {
+    fn from(r: Rejection) -> Self {
+        IngestError::Rejected(r)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// The input is invalid; nothing was written.
     #[error("refused {0}")]
-    Rejected(#[from] Rejection),
+    Rejected(Rejection),
     #[error("cannot read {path}: {message}")]
     Read { path: String, message: String },
     #[error("the reports table at {location}: {source}")]

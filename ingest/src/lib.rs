@@ -9,11 +9,13 @@
 //! [`ValidBatch`] can be committed, and a commit is one Delta transaction.
 
 mod error;
+mod landing;
 mod read;
 mod store;
 mod validate;
 
 pub use error::{IngestError, MAX_ERRORS, Problem, Rejection, RowError};
-pub use read::read_parquet_file;
+pub use landing::{Landing, Outcome, landing_key};
+pub use read::{Input, read_csv_file, read_file, read_parquet_file, to_long};
 pub use store::{Receipt, ReportStore, Submission};
 pub use validate::{ValidBatch, Validator};

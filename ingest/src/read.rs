@@ -1,13 +1,28 @@
-//! Reading input files into record batches.
+//! Reading input files (Parquet, CSV) in the long or the wide layout.
+//!
+//! Long: `unit_code, period, indicator_code, value` (other columns ignored).
+//! Wide, as spreadsheets and ETL jobs produce it: `unit_code, period` and
+//! one column per indicator code; each non-empty cell becomes one value.
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::concat_batches;
+use baocao_catalog::report::{INDICATOR_CODE, PERIOD, UNIT_CODE, VALUE};
+use datafusion::arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::error::IngestError;
+use crate::error::{IngestError, Problem, Rejection, RowError};
+
+/// An input in the long layout, with the input row of each long row.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub batch: RecordBatch,
+    /// 1-based input row of each batch row.
+    pub rows: Vec<usize>,
+}
 
 /// Reads a whole Parquet file as one batch.
 pub fn read_parquet_file(path: &Path) -> Result<RecordBatch, IngestError> {
@@ -25,4 +40,315 @@ pub fn read_parquet_file(path: &Path) -> Result<RecordBatch, IngestError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| read_err(e.to_string()))?;
     Ok(concat_batches(&schema, &batches)?)
+}
+
+/// Reads a CSV file with a header: every column as text, empty cells NULL.
+pub fn read_csv_file(path: &Path) -> Result<RecordBatch, IngestError> {
+    let shown = path.display().to_string();
+    let read_err = |message: String| IngestError::Read {
+        path: shown.clone(),
+        message,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_path(path)
+        .map_err(|e| read_err(e.to_string()))?;
+    let headers = reader
+        .byte_headers()
+        .map_err(|e| read_err(format!("cannot read the header: {e}")))?
+        .clone();
+    let names: Vec<String> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            std::str::from_utf8(h)
+                .map(|s| s.trim().trim_start_matches('\u{feff}').to_string())
+                .map_err(|_| read_err(format!("column {} of the header is not UTF-8 text", i + 1)))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut columns: Vec<Vec<Option<String>>> = vec![Vec::new(); names.len()];
+    let mut errors = Vec::new();
+    for (i, record) in reader.byte_records().enumerate() {
+        let row = i + 1;
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(RowError {
+                    problem: Problem::Shape,
+                    row: Some(row),
+                    field: None,
+                    reason: format!("cannot read the line: {e}"),
+                });
+                break;
+            }
+        };
+        for (k, cell) in record.iter().enumerate() {
+            match std::str::from_utf8(cell) {
+                Ok(t) => columns[k].push((!t.trim().is_empty()).then(|| t.trim().to_string())),
+                Err(_) => {
+                    errors.push(RowError {
+                        problem: Problem::Shape,
+                        row: Some(row),
+                        field: names.get(k).cloned(),
+                        reason: format!(
+                            "{} is not UTF-8 text (save the file as UTF-8)",
+                            names.get(k).map(String::as_str).unwrap_or("a field")
+                        ),
+                    });
+                    columns[k].push(None);
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        let total = errors.len();
+        return Err(Rejection {
+            source: shown,
+            errors,
+            total,
+        }
+        .into());
+    }
+    let fields: Vec<Field> = names
+        .iter()
+        .map(|n| Field::new(n, DataType::Utf8, true))
+        .collect();
+    let arrays: Vec<ArrayRef> = columns
+        .into_iter()
+        .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
+        .collect();
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+/// Reads a `.parquet` or `.csv` file into the long layout.
+pub fn read_file(path: &Path) -> Result<Input, IngestError> {
+    let shown = path.display().to_string();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_lowercase);
+    let batch = match ext.as_deref() {
+        Some("parquet") => read_parquet_file(path)?,
+        Some("csv") => read_csv_file(path)?,
+        _ => {
+            return Err(IngestError::Read {
+                path: shown,
+                message: "only .parquet and .csv files are read".into(),
+            });
+        }
+    };
+    Ok(to_long(&batch, &shown)?)
+}
+
+fn numbers(
+    column: &ArrayRef,
+    name: &str,
+    rows: impl Fn(usize) -> usize,
+    errors: &mut Vec<RowError>,
+) -> Option<Float64Array> {
+    if column.data_type().is_numeric() {
+        return cast(column, &DataType::Float64)
+            .ok()?
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .cloned();
+    }
+    let text = cast(column, &DataType::Utf8).ok()?;
+    let text = text.as_any().downcast_ref::<StringArray>()?.clone();
+    let mut out = Vec::with_capacity(text.len());
+    for i in 0..text.len() {
+        if text.is_null(i) {
+            out.push(None);
+            continue;
+        }
+        let t = text.value(i).trim();
+        match t.parse::<f64>() {
+            Ok(v) => out.push(Some(v)),
+            Err(_) => {
+                errors.push(RowError {
+                    problem: Problem::Invalid,
+                    row: Some(rows(i)),
+                    field: Some(name.to_string()),
+                    reason: format!("{name} '{t}' is not a number"),
+                });
+                out.push(None);
+            }
+        }
+    }
+    Some(Float64Array::from(out))
+}
+
+fn rejection(source: &str, errors: Vec<RowError>) -> Rejection {
+    let total = errors.len();
+    Rejection {
+        source: source.to_string(),
+        errors: errors.into_iter().take(crate::MAX_ERRORS).collect(),
+        total,
+    }
+}
+
+/// Brings a batch in either layout into the long one.
+pub fn to_long(batch: &RecordBatch, source: &str) -> Result<Input, Rejection> {
+    let schema = batch.schema();
+    let has = |c: &str| schema.column_with_name(c).is_some();
+    let mut errors = Vec::new();
+    if batch.num_rows() == 0 {
+        return Err(rejection(
+            source,
+            vec![RowError {
+                problem: Problem::Shape,
+                row: None,
+                field: None,
+                reason: "the input has no rows".into(),
+            }],
+        ));
+    }
+    if has(INDICATOR_CODE) {
+        // Long layout: only the value may need parsing.
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        let mut fields = Vec::new();
+        for f in schema.fields() {
+            let col = batch
+                .column_by_name(f.name())
+                .cloned()
+                .unwrap_or_else(|| Arc::new(StringArray::new_null(0)));
+            if f.name() == VALUE
+                && !col.data_type().is_numeric()
+                && let Some(v) = numbers(&col, VALUE, |i| i + 1, &mut errors)
+            {
+                fields.push(Field::new(VALUE, DataType::Float64, true));
+                columns.push(Arc::new(v));
+                continue;
+            }
+            fields.push(f.as_ref().clone());
+            columns.push(col);
+        }
+        if !errors.is_empty() {
+            return Err(rejection(source, errors));
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| {
+            rejection(
+                source,
+                vec![RowError {
+                    problem: Problem::Shape,
+                    row: None,
+                    field: None,
+                    reason: e.to_string(),
+                }],
+            )
+        })?;
+        let rows = (1..=batch.num_rows()).collect();
+        return Ok(Input { batch, rows });
+    }
+    // Wide layout.
+    for c in [UNIT_CODE, PERIOD] {
+        if !has(c) {
+            errors.push(RowError {
+                problem: Problem::Shape,
+                row: None,
+                field: Some(c.to_string()),
+                reason: format!(
+                    "column {c} is missing (a file has either the long layout unit_code, period, indicator_code, value, \
+                     or the wide one unit_code, period, <indicator>...)"
+                ),
+            });
+        }
+    }
+    for c in [UNIT_CODE, PERIOD] {
+        if let Some(col) = batch.column_by_name(c)
+            && !matches!(
+                col.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            )
+        {
+            errors.push(RowError {
+                problem: Problem::Shape,
+                row: None,
+                field: Some(c.to_string()),
+                reason: format!(
+                    "column {c} must be text, not {} (codes keep their leading zeros only as text)",
+                    col.data_type()
+                ),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(rejection(source, errors));
+    }
+    let text = |c: &str| -> Option<StringArray> {
+        let col = batch.column_by_name(c)?;
+        let t = cast(col, &DataType::Utf8).ok()?;
+        t.as_any().downcast_ref::<StringArray>().cloned()
+    };
+    let (Some(units), Some(periods)) = (text(UNIT_CODE), text(PERIOD)) else {
+        return Err(rejection(
+            source,
+            vec![RowError {
+                problem: Problem::Shape,
+                row: None,
+                field: Some(UNIT_CODE.into()),
+                reason: "unit_code and period must be text".into(),
+            }],
+        ));
+    };
+    let indicator_columns: Vec<(String, Float64Array)> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != UNIT_CODE && f.name() != PERIOD)
+        .filter_map(|f| {
+            let col = batch.column_by_name(f.name())?;
+            numbers(col, f.name(), |i| i + 1, &mut errors).map(|v| (f.name().clone(), v))
+        })
+        .collect();
+    if indicator_columns.is_empty() {
+        errors.push(RowError {
+            problem: Problem::Shape,
+            row: None,
+            field: None,
+            reason: "the file has no indicator column (long layout: indicator_code and value; wide: one column per indicator)".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(rejection(source, errors));
+    }
+    let (mut u, mut p, mut ind, mut val, mut rows) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in 0..batch.num_rows() {
+        for (code, values) in &indicator_columns {
+            if values.is_null(r) {
+                continue;
+            }
+            u.push((!units.is_null(r)).then(|| units.value(r).to_string()));
+            p.push((!periods.is_null(r)).then(|| periods.value(r).to_string()));
+            ind.push(Some(code.clone()));
+            val.push(Some(values.value(r)));
+            rows.push(r + 1);
+        }
+    }
+    let long = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new(UNIT_CODE, DataType::Utf8, true),
+            Field::new(PERIOD, DataType::Utf8, true),
+            Field::new(INDICATOR_CODE, DataType::Utf8, true),
+            Field::new(VALUE, DataType::Float64, true),
+        ])),
+        vec![
+            Arc::new(StringArray::from(u)),
+            Arc::new(StringArray::from(p)),
+            Arc::new(StringArray::from(ind)),
+            Arc::new(Float64Array::from(val)),
+        ],
+    )
+    .map_err(|e| {
+        rejection(
+            source,
+            vec![RowError {
+                problem: Problem::Shape,
+                row: None,
+                field: None,
+                reason: e.to_string(),
+            }],
+        )
+    })?;
+    Ok(Input { batch: long, rows })
 }

@@ -15,7 +15,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicr
 use datafusion::arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
 use deltalake::delta_datafusion::DeltaSessionContext;
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::{DataType, PrimitiveType};
+use deltalake::kernel::{DataType, PrimitiveType, Transaction};
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use tokio::sync::Mutex;
@@ -138,6 +138,17 @@ impl ReportStore {
         self.commit_with_metadata(submissions, []).await
     }
 
+    /// Commits the submissions unless a commit with the application
+    /// transaction `key` is already in the log (then `None`): the same key
+    /// never commits twice, across restarts and across processes.
+    pub async fn commit_once(
+        &self,
+        submissions: Vec<(ValidBatch, Submission)>,
+        key: &str,
+    ) -> Result<Option<Receipt>, IngestError> {
+        self.commit_inner(submissions, Vec::new(), Some(key)).await
+    }
+
     /// Commits the submissions as one atomic transaction, with extra
     /// key/values in the commit's metadata.
     pub async fn commit_with_metadata(
@@ -145,6 +156,21 @@ impl ReportStore {
         submissions: Vec<(ValidBatch, Submission)>,
         metadata: impl IntoIterator<Item = (String, serde_json::Value)>,
     ) -> Result<Receipt, IngestError> {
+        let receipt = self
+            .commit_inner(submissions, metadata.into_iter().collect(), None)
+            .await?;
+        receipt.ok_or_else(|| IngestError::Table {
+            location: self.location.to_string(),
+            source: DeltaTableError::Generic("a commit without a key was skipped".into()),
+        })
+    }
+
+    async fn commit_inner(
+        &self,
+        submissions: Vec<(ValidBatch, Submission)>,
+        metadata: Vec<(String, serde_json::Value)>,
+        key: Option<&str>,
+    ) -> Result<Option<Receipt>, IngestError> {
         let rows: usize = submissions.iter().map(|(b, _)| b.len()).sum();
         let count = submissions.len();
         let batch = to_record_batch(&submissions)?;
@@ -162,27 +188,41 @@ impl ReportStore {
         let err = table_err(&self.location);
         // Another process may have committed since: start from the newest state.
         guard.update_incremental(None).await.map_err(&err)?;
+        if let Some(key) = key {
+            let state = guard.snapshot().map_err(&err)?;
+            if state
+                .transaction_version(guard.log_store().as_ref(), key)
+                .await
+                .map_err(&err)?
+                .is_some()
+            {
+                return Ok(None);
+            }
+        }
+        let mut properties =
+            CommitProperties::default().with_metadata(metadata.into_iter().chain([(
+                "baocao.submissions".to_string(),
+                serde_json::Value::Array(ids),
+            )]));
+        if let Some(key) = key {
+            properties = properties.with_application_transaction(Transaction::new(key, 1));
+        }
         let table = guard
             .clone()
             .write(vec![batch])
             .with_save_mode(SaveMode::Append)
             .with_partition_columns(PARTITION_COLUMNS)
             .with_session_state(writer_session().map_err(&err)?)
-            .with_commit_properties(CommitProperties::default().with_metadata(
-                metadata.into_iter().chain([(
-                    "baocao.submissions".to_string(),
-                    serde_json::Value::Array(ids),
-                )]),
-            ))
+            .with_commit_properties(properties)
             .await
             .map_err(&err)?;
         let version = table.version().unwrap_or_default();
         *guard = table;
-        Ok(Receipt {
+        Ok(Some(Receipt {
             version,
             rows,
             submissions: count,
-        })
+        }))
     }
 
     /// The newest committed version.

@@ -170,6 +170,19 @@ impl<'a> Validator<'a> {
     /// indicator_code, value`; other columns are ignored). `source` names the
     /// input in the rejection.
     pub fn validate(&self, batch: &RecordBatch, source: &str) -> Result<ValidBatch, Rejection> {
+        self.validate_rows(batch, source, None)
+    }
+
+    /// Like [`Validator::validate`], for a batch made from another layout:
+    /// `rows[i]` is the 1-based row of the input that batch row `i` came
+    /// from (a wide spreadsheet row gives several long rows), so errors name
+    /// the row the sender sees.
+    pub fn validate_rows(
+        &self,
+        batch: &RecordBatch,
+        source: &str,
+        rows: Option<&[usize]>,
+    ) -> Result<ValidBatch, Rejection> {
         let mut errors = Vec::new();
         let units = string_column(batch, UNIT_CODE, &mut errors);
         let periods = string_column(batch, PERIOD, &mut errors);
@@ -191,11 +204,19 @@ impl<'a> Validator<'a> {
                         field: &str,
                         problem: Problem,
                         reason: String| {
+            let row = rows.and_then(|r| r.get(row).copied()).unwrap_or(row + 1);
+            // A wide row gives several long rows with the same problem: once is enough.
+            if errors
+                .last()
+                .is_some_and(|e: &RowError| e.row == Some(row) && e.reason == reason)
+            {
+                return;
+            }
             total += 1;
             if errors.len() < MAX_ERRORS {
                 errors.push(RowError {
                     problem,
-                    row: Some(row + 1),
+                    row: Some(row),
                     field: Some(field.to_string()),
                     reason,
                 });

@@ -10,6 +10,7 @@ mod catalog_tables;
 mod cli_errors;
 mod demo;
 mod examples;
+mod landing;
 mod reports;
 mod rollup;
 mod sql_errors;

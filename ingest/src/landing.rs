@@ -1,0 +1,237 @@
+//! The landing folder: ETL jobs drop `.parquet` and `.csv` files, each is
+//! validated and committed as one submission, or moved to the quarantine
+//! folder with a `<name>.error.json` saying why.
+//!
+//! The protocol for writers: write under a temporary name (a leading `.` or
+//! a `.tmp` suffix), then rename; such names are never read. A file leaves
+//! the landing folder only after its commit; the commit carries a Delta
+//! application transaction keyed by the file's name and content, so a file
+//! found again after a crash (committed, not yet removed) is removed without
+//! a second commit: each file is committed exactly once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use baocao_catalog::Catalog;
+use chrono::Utc;
+
+use crate::error::{IngestError, Problem, Rejection, RowError};
+use crate::read::read_file;
+use crate::store::{ReportStore, Submission};
+use crate::validate::Validator;
+
+/// What happened to one landed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Committed {
+        file: String,
+        rows: usize,
+        version: u64,
+    },
+    /// Committed before a crash; only the removal was left to do.
+    AlreadyCommitted {
+        file: String,
+    },
+    Quarantined {
+        file: String,
+        reason: String,
+    },
+}
+
+/// A landing folder and where refused files go.
+pub struct Landing {
+    dir: PathBuf,
+    quarantine: PathBuf,
+    catalog: Arc<Catalog>,
+    store: Arc<ReportStore>,
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.
+fn fnv(seed: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325 ^ seed, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The exactly-once key of a landed file: its name and content.
+pub fn landing_key(name: &str, content: &[u8]) -> String {
+    let mut all = name.as_bytes().to_vec();
+    all.push(0);
+    all.extend_from_slice(content);
+    format!(
+        "baocao-landing-{:016x}{:016x}",
+        fnv(0, &all),
+        fnv(0x9e37_79b9_7f4a_7c15, &all)
+    )
+}
+
+/// Whether the writer protocol says this name is still being written.
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') || name.ends_with(".tmp")
+}
+
+impl Landing {
+    pub fn new(
+        dir: PathBuf,
+        quarantine: PathBuf,
+        catalog: Arc<Catalog>,
+        store: Arc<ReportStore>,
+    ) -> Self {
+        Landing {
+            dir,
+            quarantine,
+            catalog,
+            store,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The files ready to process, oldest first.
+    fn ready(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_temporary(&name) || !entry.file_type()?.is_file() {
+                continue;
+            }
+            let modified = entry.metadata().and_then(|m| m.modified()).ok();
+            files.push((modified, name, entry.path()));
+        }
+        files.sort();
+        Ok(files.into_iter().map(|(_, _, p)| p).collect())
+    }
+
+    /// Processes every file ready now.
+    pub async fn process_ready(&self) -> Result<Vec<Outcome>, IngestError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| io_err(&self.dir, e))?;
+        let mut out = Vec::new();
+        for path in self.ready().map_err(|e| io_err(&self.dir, e))? {
+            out.push(self.process(&path).await?);
+        }
+        Ok(out)
+    }
+
+    async fn process(&self, path: &Path) -> Result<Outcome, IngestError> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let content = match std::fs::read(path) {
+            Ok(c) => c,
+            // Gone meanwhile (another server took it): nothing to do.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Outcome::AlreadyCommitted { file: name });
+            }
+            Err(e) => return Err(io_err(path, e)),
+        };
+        let key = landing_key(&name, &content);
+        let today = Utc::now().date_naive();
+        let checked = read_file(path).and_then(|input| {
+            Validator::new(&self.catalog, today)
+                .validate_rows(&input.batch, &name, Some(&input.rows))
+                .map_err(IngestError::from)
+        });
+        let valid = match checked {
+            Ok(v) => v,
+            Err(IngestError::Rejected(r)) => return self.quarantine(path, &name, &r),
+            Err(IngestError::Read { message, .. }) => {
+                let r = Rejection {
+                    source: name.clone(),
+                    errors: vec![RowError {
+                        problem: Problem::Shape,
+                        row: None,
+                        field: None,
+                        reason: message,
+                    }],
+                    total: 1,
+                };
+                return self.quarantine(path, &name, &r);
+            }
+            Err(other) => return Err(other),
+        };
+        let submission = Submission::now(format!("landing:{name}"));
+        let receipt = self
+            .store
+            .commit_once(vec![(valid, submission)], &key)
+            .await?;
+        // Only now, with the commit in the log, may the file go.
+        remove(path)?;
+        Ok(match receipt {
+            Some(r) => {
+                tracing::info!(file = %name, rows = r.rows, version = r.version, "landed file committed");
+                Outcome::Committed {
+                    file: name,
+                    rows: r.rows,
+                    version: r.version,
+                }
+            }
+            None => {
+                tracing::info!(file = %name, "landed file was already committed; removed");
+                Outcome::AlreadyCommitted { file: name }
+            }
+        })
+    }
+
+    fn quarantine(&self, path: &Path, name: &str, r: &Rejection) -> Result<Outcome, IngestError> {
+        std::fs::create_dir_all(&self.quarantine).map_err(|e| io_err(&self.quarantine, e))?;
+        let mut target = self.quarantine.join(name);
+        if target.exists() {
+            target = self
+                .quarantine
+                .join(format!("{}-{name}", Utc::now().format("%Y%m%dT%H%M%S%.3f")));
+        }
+        let report = serde_json::json!({
+            "file": name,
+            "rejected_at": Utc::now().to_rfc3339(),
+            "problems": r.total,
+            "errors": r.errors,
+        });
+        let mut error_path = target.clone().into_os_string();
+        error_path.push(".error.json");
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        std::fs::write(&error_path, text).map_err(|e| io_err(Path::new(&error_path), e))?;
+        std::fs::rename(path, &target).map_err(|e| io_err(path, e))?;
+        let reason = r.to_string();
+        tracing::warn!(file = %name, "landed file quarantined: {reason}");
+        Ok(Outcome::Quarantined {
+            file: name.to_string(),
+            reason,
+        })
+    }
+
+    /// Processes the folder every `interval` until `shutdown` completes.
+    /// An error (a full disk, say) is logged and retried; it never ends the
+    /// server.
+    pub async fn watch(self, interval: Duration, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(e) = self.process_ready().await {
+                tracing::error!(dir = %self.dir.display(), "landing folder: {e}");
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> IngestError {
+    IngestError::Read {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn remove(path: &Path) -> Result<(), IngestError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path, e)),
+    }
+}

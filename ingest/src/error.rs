@@ -75,7 +75,7 @@ impl std::error::Error for Rejection {}
 // every cause-chain printer would say it twice.
 impl From<Rejection> for IngestError {
     fn from(r: Rejection) -> Self {
-        IngestError::Rejected(r)
+        IngestError::Rejected(Box::new(r))
     }
 }
 
@@ -83,14 +83,14 @@ impl From<Rejection> for IngestError {
 pub enum IngestError {
     /// The input is invalid; nothing was written.
     #[error("refused {0}")]
-    Rejected(Rejection),
+    Rejected(Box<Rejection>),
     #[error("cannot read {path}: {message}")]
     Read { path: String, message: String },
     #[error("the reports table at {location}: {source}")]
     Table {
         location: String,
         #[source]
-        source: deltalake::DeltaTableError,
+        source: Box<deltalake::DeltaTableError>,
     },
     #[error("{0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),

@@ -61,7 +61,7 @@ pub struct ReportStore {
 fn table_err(location: &Url) -> impl Fn(DeltaTableError) -> IngestError + '_ {
     move |source| IngestError::Table {
         location: location.to_string(),
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -161,7 +161,7 @@ impl ReportStore {
             .await?;
         receipt.ok_or_else(|| IngestError::Table {
             location: self.location.to_string(),
-            source: DeltaTableError::Generic("a commit without a key was skipped".into()),
+            source: Box::new(DeltaTableError::Generic("a commit without a key was skipped".into())),
         })
     }
 

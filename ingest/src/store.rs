@@ -161,7 +161,9 @@ impl ReportStore {
             .await?;
         receipt.ok_or_else(|| IngestError::Table {
             location: self.location.to_string(),
-            source: Box::new(DeltaTableError::Generic("a commit without a key was skipped".into())),
+            source: Box::new(DeltaTableError::Generic(
+                "a commit without a key was skipped".into(),
+            )),
         })
     }
 

@@ -39,6 +39,8 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Validate report files without committing anything (a dry run for ETL jobs).
     Check(CheckArgs),
+    /// Merge small report files and delete files no longer referenced.
+    Compact(CompactArgs),
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +129,15 @@ pub struct IngestArgs {
     /// Parquet or CSV files: long (unit_code, period, indicator_code, value) or wide (unit_code, period, <indicator>...).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    #[command(flatten)]
+    pub warehouse: WarehouseArgs,
+    /// Keep files that versions of the last N hours still read (time travel, long queries).
+    #[arg(long, env = "BAOCAO_RETENTION_HOURS", default_value_t = 168)]
+    pub retention_hours: u32,
 }
 
 #[derive(Debug, Args)]

@@ -73,6 +73,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Ingest(args) => ingest_files::run(&args).await,
         Command::Check(args) => ingest_files::check(&args),
+        Command::Compact(args) => {
+            let w = warehouse::Warehouse::open(&args.warehouse.warehouse)?;
+            let store = w.reports().await?;
+            let spinner = indicatif::ProgressBar::new_spinner();
+            spinner.set_message("compacting the reports table");
+            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+            let done = store
+                .compact(chrono::Duration::hours(i64::from(args.retention_hours)))
+                .await?;
+            spinner.finish_and_clear();
+            println!(
+                "compacted {} files into {} in {} partition(s); deleted {} unreferenced file(s) older than {} h (table version {})",
+                done.files_removed,
+                done.files_added,
+                done.partitions,
+                done.files_deleted,
+                args.retention_hours,
+                done.version
+            );
+            Ok(())
+        }
     }
 }
 

@@ -52,6 +52,17 @@ pub struct Receipt {
     pub submissions: usize,
 }
 
+/// What a compaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compaction {
+    pub files_removed: u64,
+    pub files_added: u64,
+    pub partitions: u64,
+    /// Files older than the retention deleted from storage.
+    pub files_deleted: u64,
+    pub version: u64,
+}
+
 /// The stored reports table.
 pub struct ReportStore {
     location: Url,
@@ -225,6 +236,39 @@ impl ReportStore {
             rows,
             submissions: count,
         }))
+    }
+
+    /// Merges the small files of each partition into large ones (one Delta
+    /// commit that changes no row), then deletes the files no version newer
+    /// than `retention` still references. Readers keep reading the version
+    /// they started on; writers append meanwhile (an append never conflicts
+    /// with a compaction).
+    pub async fn compact(&self, retention: chrono::Duration) -> Result<Compaction, IngestError> {
+        let err = table_err(&self.location);
+        let mut guard = self.table.lock().await;
+        guard.update_incremental(None).await.map_err(&err)?;
+        let (table, metrics) = guard
+            .clone()
+            .optimize()
+            .with_type(deltalake::operations::optimize::OptimizeType::Compact)
+            .with_session_state(writer_session().map_err(&err)?)
+            .await
+            .map_err(&err)?;
+        let (table, vacuumed) = table
+            .vacuum()
+            .with_retention_period(retention)
+            .with_enforce_retention_duration(false)
+            .await
+            .map_err(&err)?;
+        let version = table.version().unwrap_or_default();
+        *guard = table;
+        Ok(Compaction {
+            files_removed: metrics.num_files_removed,
+            files_added: metrics.num_files_added,
+            partitions: metrics.partitions_optimized,
+            files_deleted: vacuumed.files_deleted.len() as u64,
+            version,
+        })
     }
 
     /// The newest committed version.

@@ -63,7 +63,7 @@ fn on_key_only(e: &Expr) -> bool {
     !cols.is_empty() && cols.iter().all(|c| KEY.contains(&c.name.as_str()))
 }
 
-fn unqualify(e: Expr) -> Result<Expr> {
+pub(crate) fn unqualify(e: Expr) -> Result<Expr> {
     e.transform(|e| match e {
         Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
             c.name,

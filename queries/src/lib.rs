@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `reports` | the current value per (unit, period, indicator): corrections applied |
 //! | `reports_history` | every submitted value, with who sent it and when |
+//! | `reports_as_of(moment)` | `reports` as it stood at a past moment |
 //! | `units` | units per hierarchy version, with their ancestors per level |
 //! | `unit_ancestors` | (unit, ancestor, depth) pairs per version, for roll-ups |
 //! | `unit_changes` | old ward -> new ward mapping of a reform |
@@ -19,6 +20,7 @@
 //! The catalog tables are in memory (they are small and change only with
 //! the catalog files); the report tables read the Delta table live.
 
+mod as_of;
 mod functions;
 mod latest;
 mod live;
@@ -108,6 +110,10 @@ pub async fn register(ctx: &SessionContext, catalog: &Catalog, reports: DeltaTab
     for f in functions::all(shared_for_functions) {
         ctx.register_udf(f);
     }
+    ctx.register_udtf(
+        "reports_as_of",
+        Arc::new(as_of::ReportsAsOf::new(history.clone())),
+    );
     ctx.register_table("reports_history", history)?;
     Ok(())
 }

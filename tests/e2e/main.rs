@@ -10,6 +10,7 @@ mod catalog_tables;
 mod cli_errors;
 mod demo;
 mod examples;
+mod history;
 mod landing;
 mod reports;
 mod rollup;

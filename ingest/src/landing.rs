@@ -235,3 +235,28 @@ fn remove(path: &Path) -> Result<(), IngestError> {
         Err(e) => Err(io_err(path, e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_depends_on_name_and_content_only() {
+        let a = landing_key("ward.csv", b"unit_code,period\n");
+        assert_eq!(a, landing_key("ward.csv", b"unit_code,period\n"));
+        assert_ne!(a, landing_key("ward2.csv", b"unit_code,period\n"));
+        assert_ne!(a, landing_key("ward.csv", b"unit_code,period\n\n"));
+        // Stable across builds: pinned.
+        assert_eq!(
+            landing_key("", b""),
+            "baocao-landing-af63bd4c8601b7df27a3eeb23259be90"
+        );
+    }
+
+    #[test]
+    fn temporary_names_are_skipped() {
+        assert!(is_temporary(".ward.csv"));
+        assert!(is_temporary("ward.csv.tmp"));
+        assert!(!is_temporary("ward.csv"));
+    }
+}

@@ -352,3 +352,70 @@ pub fn to_long(batch: &RecordBatch, source: &str) -> Result<Input, Rejection> {
     })?;
     Ok(Input { batch: long, rows })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(name: &str, v: Vec<Option<&str>>) -> (Field, ArrayRef) {
+        (
+            Field::new(name, DataType::Utf8, true),
+            Arc::new(StringArray::from(v)),
+        )
+    }
+
+    fn batch(cols: Vec<(Field, ArrayRef)>) -> RecordBatch {
+        let (fields, arrays): (Vec<_>, Vec<_>) = cols.into_iter().unzip();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("batch")
+    }
+
+    #[test]
+    fn wide_rows_unpivot_and_keep_their_row_numbers() {
+        let b = batch(vec![
+            text("unit_code", vec![Some("00004"), Some("00007")]),
+            text("period", vec![Some("2024-07"), Some("2024-07")]),
+            text("births", vec![Some("12"), None]),
+            text("deaths", vec![Some("5"), Some("2")]),
+        ]);
+        let input = to_long(&b, "x.csv").expect("wide");
+        assert_eq!(input.batch.num_rows(), 3);
+        assert_eq!(input.rows, vec![1, 1, 2]);
+        let codes = input.batch.column_by_name(INDICATOR_CODE).expect("codes");
+        let codes = codes.as_any().downcast_ref::<StringArray>().expect("text");
+        assert_eq!(
+            (codes.value(0), codes.value(1), codes.value(2)),
+            ("births", "deaths", "deaths")
+        );
+    }
+
+    #[test]
+    fn text_values_are_parsed_with_row_errors() {
+        let b = batch(vec![
+            text("unit_code", vec![Some("00004"), Some("00004")]),
+            text("period", vec![Some("2024-07"), Some("2024-08")]),
+            text("indicator_code", vec![Some("births"), Some("births")]),
+            text("value", vec![Some("12"), Some("twelve")]),
+        ]);
+        let err = to_long(&b, "x.csv").expect_err("bad number");
+        assert_eq!(err.errors[0].row, Some(2));
+        assert_eq!(err.errors[0].reason, "value 'twelve' is not a number");
+    }
+
+    #[test]
+    fn a_file_without_rows_or_indicators_is_refused() {
+        let empty = batch(vec![text("unit_code", vec![]), text("period", vec![])]);
+        assert_eq!(
+            to_long(&empty, "x").expect_err("empty").errors[0].reason,
+            "the input has no rows"
+        );
+        let none = batch(vec![
+            text("unit_code", vec![Some("00004")]),
+            text("period", vec![Some("2024-07")]),
+        ]);
+        assert!(
+            to_long(&none, "x").expect_err("no indicators").errors[0]
+                .reason
+                .starts_with("the file has no indicator column")
+        );
+    }
+}

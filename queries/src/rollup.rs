@@ -776,3 +776,54 @@ impl Output {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::in_list;
+
+    #[test]
+    fn filters_become_wanted_values() {
+        let filters = vec![
+            col(C_UNIT).eq(lit("001")),
+            lit("2024Q3").eq(col(C_PERIOD)),
+            in_list(
+                col(C_INDICATOR),
+                vec![lit("births"), lit("population")],
+                false,
+            ),
+            in_list(col(C_INDICATOR), vec![lit("births"), lit("deaths")], false),
+            col("value").gt(lit(3.0)),
+        ];
+        let w = Wanted::from_filters(&filters);
+        assert!(w.allows(C_UNIT, "001") && !w.allows(C_UNIT, "002"));
+        assert!(w.allows(C_PERIOD, "2024Q3"));
+        // Two IN lists on one column intersect.
+        assert_eq!(
+            w.get(C_INDICATOR)
+                .map(|s| s.iter().cloned().collect::<Vec<_>>()),
+            Some(vec!["births".to_string()])
+        );
+        // Unconstrained columns allow everything.
+        assert!(w.allows(C_LEVEL, "ward"));
+        assert!(column_values(&col("value").gt(lit(3.0))).is_none());
+        assert!(
+            column_values(&in_list(col(C_UNIT), vec![lit("001")], true)).is_none(),
+            "NOT IN is not a constraint"
+        );
+    }
+
+    #[test]
+    fn source_periods_of_a_quarter() {
+        let q: Period = "2024Q3".parse().expect("period");
+        let months: Vec<String> = source_periods(PeriodType::Month, &q)
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(months, ["2024-07", "2024-08", "2024-09"]);
+        assert!(source_periods(PeriodType::Year, &q).is_empty());
+        let y: Period = "2024".parse().expect("period");
+        assert_eq!(source_periods(PeriodType::Quarter, &y).len(), 4);
+        assert_eq!(source_periods(PeriodType::HalfYear, &y).len(), 2);
+    }
+}

@@ -111,7 +111,14 @@ impl Landing {
         std::fs::create_dir_all(&self.dir).map_err(|e| io_err(&self.dir, e))?;
         let mut out = Vec::new();
         for path in self.ready().map_err(|e| io_err(&self.dir, e))? {
-            out.push(self.process(&path).await?);
+            // One file's trouble (the table unreachable, say) must not hold
+            // up the others: it stays and is retried on the next pass.
+            match self.process(&path).await {
+                Ok(o) => out.push(o),
+                Err(e) => {
+                    tracing::error!(file = %path.display(), "landed file left for a retry: {e}")
+                }
+            }
         }
         Ok(out)
     }
@@ -139,7 +146,12 @@ impl Landing {
         let valid = match checked {
             Ok(v) => v,
             Err(IngestError::Rejected(r)) => return self.quarantine(path, &name, &r),
-            Err(IngestError::Read { message, .. }) => {
+            // Whatever is wrong with the file itself sends it to quarantine.
+            Err(e @ (IngestError::Read { .. } | IngestError::Arrow(_))) => {
+                let message = match e {
+                    IngestError::Read { message, .. } => message,
+                    other => other.to_string(),
+                };
                 let r = Rejection {
                     source: name.clone(),
                     errors: vec![RowError {

@@ -66,6 +66,11 @@ pub fn read_csv_file(path: &Path) -> Result<RecordBatch, IngestError> {
                 .map_err(|_| read_err(format!("column {} of the header is not UTF-8 text", i + 1)))
         })
         .collect::<Result<_, _>>()?;
+    if names.is_empty() || names.iter().all(String::is_empty) {
+        return Err(read_err(
+            "the file is empty: a CSV file starts with a header line naming its columns".into(),
+        ));
+    }
     let mut columns: Vec<Vec<Option<String>>> = vec![Vec::new(); names.len()];
     let mut errors = Vec::new();
     for (i, record) in reader.byte_records().enumerate() {

@@ -76,6 +76,9 @@ impl ValidBatch {
     }
 }
 
+/// The longest unit code, period or indicator code accepted.
+const MAX_FIELD_LEN: usize = 64;
+
 /// Checks report batches against the catalog.
 pub struct Validator<'a> {
     catalog: &'a Catalog,
@@ -253,6 +256,28 @@ impl<'a> Validator<'a> {
                 }
                 continue;
             };
+            // No code or period is long; echoing a 10 MB field in every
+            // error message (and log line) would be an attack, not help.
+            let too_long = [
+                (unit, UNIT_CODE),
+                (period_text, PERIOD),
+                (code, INDICATOR_CODE),
+            ]
+            .into_iter()
+            .find(|(v, _)| v.len() > MAX_FIELD_LEN);
+            if let Some((v, f)) = too_long {
+                push(
+                    &mut errors,
+                    row,
+                    f,
+                    Problem::Invalid,
+                    format!(
+                        "{f} is {} bytes long; no code or period is longer than {MAX_FIELD_LEN}",
+                        v.len()
+                    ),
+                );
+                continue;
+            }
             let indicator = self.catalog.indicator(code);
             if indicator.is_none() {
                 push(

@@ -17,10 +17,8 @@ use datafusion::catalog::Session;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result};
 use datafusion::datasource::{TableProvider, TableType, provider_as_source};
-use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::{
-    Expr, ExprFunctionExt, LogicalPlanBuilder, TableProviderFilterPushDown, col, lit,
-};
+use datafusion::functions_aggregate::expr_fn::last_value;
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown, col};
 use datafusion::physical_plan::ExecutionPlan;
 
 /// Output columns, in order.
@@ -33,7 +31,6 @@ const COLUMNS: [&str; 7] = [
     SUBMITTED_BY,
     SUBMISSION_ID,
 ];
-const RANK: &str = "__baocao_rank";
 
 /// The latest value per key of a history table.
 #[derive(Debug)]
@@ -45,9 +42,14 @@ pub struct LatestReports {
 impl LatestReports {
     pub fn new(history: Arc<dyn TableProvider>) -> Result<Self> {
         let h = history.schema();
+        // The key columns keep their nullability; the others come out of an
+        // aggregate, which DataFusion always declares nullable.
         let fields = COLUMNS
             .iter()
-            .map(|c| h.field_with_name(c).cloned())
+            .map(|c| {
+                h.field_with_name(c)
+                    .map(|f| f.clone().with_nullable(f.is_nullable() || !KEY.contains(c)))
+            })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(LatestReports {
             history,
@@ -115,21 +117,26 @@ impl TableProvider for LatestReports {
             // DataFusion only hands us the filters we declared exact: key-only ones.
             plan = plan.filter(unqualify(f.clone())?)?;
         }
-        let rank = row_number()
-            .partition_by(KEY.iter().map(|k| col(*k)).collect())
-            .order_by(vec![
-                col(SUBMITTED_AT).sort(false, false),
-                col(SUBMISSION_ID).sort(false, false),
-            ])
-            .build()?
-            .alias(RANK);
+        // Latest per key as a hash aggregation (last value in submission
+        // order) rather than a sort-based window: the same rows, measured
+        // 1.5 to 3 times faster on the demo data. The order (time, then id)
+        // is total per key, so every column comes from the same submission.
+        let order = || {
+            vec![
+                col(SUBMITTED_AT).sort(true, false),
+                col(SUBMISSION_ID).sort(true, false),
+            ]
+        };
         let wanted: Vec<&str> = match projection {
             Some(p) => p.iter().filter_map(|i| COLUMNS.get(*i).copied()).collect(),
             None => COLUMNS.to_vec(),
         };
+        let latest: Vec<Expr> = [VALUE, SUBMITTED_AT, SUBMITTED_BY, SUBMISSION_ID]
+            .into_iter()
+            .map(|c| last_value(col(c), order()).alias(c))
+            .collect();
         let mut plan = plan
-            .window(vec![rank])?
-            .filter(col(RANK).eq(lit(1u64)))?
+            .aggregate(KEY.iter().map(|k| col(*k)).collect::<Vec<_>>(), latest)?
             .project(wanted.iter().map(|c| col(*c)))?;
         if let Some(n) = limit {
             plan = plan.limit(0, Some(n))?;

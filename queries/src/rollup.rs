@@ -238,7 +238,8 @@ impl TableProvider for Rollup {
 }
 
 /// The reported values needed, by indicator code.
-type Data = HashMap<String, Vec<(String, Period, f64)>>;
+/// indicator code -> period -> (unit, value)
+type Data = HashMap<String, BTreeMap<Period, Vec<(String, f64)>>>;
 
 impl Rollup {
     /// Reads the current reported values of the planned indicators and
@@ -284,11 +285,11 @@ impl Rollup {
                 let Ok(p) = periods.value(r).parse::<Period>() else {
                     continue;
                 };
-                data.entry(inds.value(r).to_string()).or_default().push((
-                    units.value(r).to_string(),
-                    p,
-                    values.value(r),
-                ));
+                data.entry(inds.value(r).to_string())
+                    .or_default()
+                    .entry(p)
+                    .or_default()
+                    .push((units.value(r).to_string(), values.value(r)));
             }
         }
         Ok(data)
@@ -432,10 +433,12 @@ impl<'a> Engine<'a> {
         );
         // (frame unit, source period) -> mapped parts
         let mut parts: BTreeMap<(String, Period), Vec<f64>> = BTreeMap::new();
-        for (unit, sp, v) in rows {
-            if !p.contains(sp) || sp.period_type() != ind.period_type {
-                continue;
-            }
+        let sub_periods = source_periods(ind.period_type, p);
+        let values = sub_periods
+            .iter()
+            .filter_map(|sp| rows.get(sp).map(|r| (sp, r)))
+            .flat_map(|(sp, r)| r.iter().map(move |(unit, v)| (unit, sp, v)));
+        for (unit, sp, v) in values {
             let Some(s) = self.hierarchies().index_for(sp.last_day()) else {
                 continue;
             };
@@ -489,8 +492,8 @@ impl<'a> Engine<'a> {
             Some(p) => p.clone(),
             None => {
                 let mut set = BTreeSet::new();
-                for rows in data.values() {
-                    for (_, sp, _) in rows {
+                for by_period in data.values() {
+                    for sp in by_period.keys() {
                         for k in PeriodType::ALL {
                             if let Some(e) = sp.enclosing(k)
                                 && wanted.allows(C_PTYPE, k.as_str())

@@ -290,7 +290,9 @@ fn refused(stmt: &Statement) -> Option<&'static str> {
         Statement::CreateDatabase { .. } => "CREATE DATABASE",
         Statement::CreateFunction(_) => "CREATE FUNCTION",
         Statement::AlterTable { .. } => "ALTER TABLE",
-        Statement::Copy { .. } => "this COPY (only COPY reports FROM STDIN is supported)",
+        Statement::Copy { .. } => {
+            "this COPY (COPY reports FROM STDIN and COPY ... TO STDOUT are supported)"
+        }
         _ => return None,
     })
 }
@@ -411,6 +413,17 @@ impl QueryHook for WriteHook {
         if let Some(start) = start_copy(statement, &*client) {
             return Some(start);
         }
+        if let Statement::Copy {
+            source,
+            to: true,
+            target: CopyTarget::Stdout,
+            options,
+            legacy_options,
+            ..
+        } = statement
+        {
+            return Some(copy_out(source, options, legacy_options, ctx).await);
+        }
         refused(statement).map(|what| Err(read_only(what)))
     }
 
@@ -423,8 +436,9 @@ impl QueryHook for WriteHook {
         if insert_target(statement) == Some(true) {
             return Some(self.plan_rows(statement, ctx).await.map(|(plan, _)| plan));
         }
-        if is_copy_in(statement) {
-            // Nothing to plan: the data comes in CopyData messages.
+        if is_copy_in(statement) || is_copy_out(statement) {
+            // Nothing to plan now: the data comes in CopyData messages, or
+            // the query runs at execution.
             return Some(LogicalPlanBuilder::empty(false).build().map_err(df_error));
         }
         refused(statement).map(|what| Err(read_only(what)))
@@ -440,6 +454,17 @@ impl QueryHook for WriteHook {
     ) -> Option<PgWireResult<Response>> {
         if let Some(start) = start_copy(statement, &*client) {
             return Some(start);
+        }
+        if let Statement::Copy {
+            source,
+            to: true,
+            target: CopyTarget::Stdout,
+            options,
+            legacy_options,
+            ..
+        } = statement
+        {
+            return Some(copy_out(source, options, legacy_options, ctx).await);
         }
         if insert_target(statement) != Some(true) {
             return None;
@@ -464,6 +489,18 @@ impl QueryHook for WriteHook {
         .await;
         Some(result)
     }
+}
+
+/// Whether `statement` is `COPY ... TO STDOUT`.
+fn is_copy_out(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::Copy {
+            to: true,
+            target: CopyTarget::Stdout,
+            ..
+        }
+    )
 }
 
 /// Whether `statement` is `COPY reports [(cols)] FROM STDIN ...`.
@@ -512,6 +549,130 @@ fn start_copy(
         Ok(Response::CopyIn(CopyResponse::new(0, n, stream)))
     })();
     Some(result)
+}
+
+/// `COPY (query) TO STDOUT` and `COPY table TO STDOUT` (psql's `\\copy ... TO`):
+/// the rows as CSV or text, one CopyData message per row.
+async fn copy_out(
+    source: &CopySource,
+    options: &[CopyOption],
+    legacy: &[CopyLegacyOption],
+    ctx: &SessionContext,
+) -> PgWireResult<Response> {
+    let sql = match source {
+        CopySource::Query(q) => q.to_string(),
+        CopySource::Table {
+            table_name,
+            columns,
+        } if columns.is_empty() => format!("SELECT * FROM {table_name}"),
+        CopySource::Table {
+            table_name,
+            columns,
+        } => format!(
+            "SELECT {} FROM {table_name}",
+            columns
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let format = copy_format(options, legacy)?;
+    let df = ctx.sql(&sql).await.map_err(df_error)?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(df_error)?;
+    let mut rows: Vec<PgWireResult<CopyData>> = Vec::new();
+    let mut header = format.header.then(|| {
+        let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        encode_row(&format, names.iter().map(|n| Some(n.as_str())))
+    });
+    for batch in &batches {
+        let columns: Vec<Vec<Option<String>>> = batch
+            .columns()
+            .iter()
+            .map(|c| column_text(c))
+            .collect::<PgWireResult<_>>()?;
+        for r in 0..batch.num_rows() {
+            let mut line = header.take().unwrap_or_default();
+            line.extend(encode_row(&format, columns.iter().map(|c| c[r].as_deref())));
+            rows.push(Ok(CopyData::new(bytes::Bytes::from(line))));
+        }
+    }
+    if let Some(h) = header {
+        rows.push(Ok(CopyData::new(bytes::Bytes::from(h))));
+    }
+    Ok(Response::CopyOut(CopyResponse::new(
+        0,
+        schema.fields().len(),
+        futures::stream::iter(rows),
+    )))
+}
+
+/// A column as text the way PostgreSQL prints it (`12`, not `12.0`).
+fn column_text(array: &ArrayRef) -> PgWireResult<Vec<Option<String>>> {
+    use datafusion::arrow::array::Array;
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    if let Some(f) = array.as_any().downcast_ref::<Float64Array>() {
+        return Ok((0..f.len())
+            .map(|i| (!f.is_null(i)).then(|| f.value(i).to_string()))
+            .collect());
+    }
+    let options =
+        FormatOptions::default().with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:::z"));
+    let formatter = ArrayFormatter::try_new(array.as_ref(), &options)
+        .map_err(|e| user_error(sqlstate::INTERNAL_ERROR, e.to_string()))?;
+    (0..array.len())
+        .map(|i| {
+            if array.is_null(i) {
+                return Ok(None);
+            }
+            formatter.value(i).try_to_string().map(Some).map_err(|e| {
+                user_error(
+                    sqlstate::INTERNAL_ERROR,
+                    format!("cannot print a value: {e}"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// One line of COPY output.
+fn encode_row<'a>(format: &CopyFormat, values: impl Iterator<Item = Option<&'a str>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            out.push(format.delimiter);
+        }
+        match v {
+            None => out.extend_from_slice(format.null.as_bytes()),
+            Some(text) if format.csv => {
+                let needs_quotes = text.is_empty()
+                    || text
+                        .bytes()
+                        .any(|b| b == format.delimiter || b == b'"' || b == b'\n' || b == b'\r');
+                if needs_quotes {
+                    out.push(b'"');
+                    out.extend_from_slice(text.replace('"', "\"\"").as_bytes());
+                    out.push(b'"');
+                } else {
+                    out.extend_from_slice(text.as_bytes());
+                }
+            }
+            Some(text) => {
+                for b in text.bytes() {
+                    match b {
+                        b'\\' => out.extend_from_slice(b"\\\\"),
+                        b'\n' => out.extend_from_slice(b"\\n"),
+                        b'\r' => out.extend_from_slice(b"\\r"),
+                        b'\t' => out.extend_from_slice(b"\\t"),
+                        other => out.push(other),
+                    }
+                }
+            }
+        }
+    }
+    out.push(b'\n');
+    out
 }
 
 /// Receives the data of `COPY reports FROM STDIN`.

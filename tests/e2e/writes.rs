@@ -232,3 +232,53 @@ async fn copy_from_stdin_with_tokio_postgres_and_psql() {
     assert_eq!(total, 12.0 + 9.0 + 4.0 + 6.0 + 2.0);
     assert_eq!(count(&client).await, 5);
 }
+
+#[tokio::test]
+async fn copy_to_stdout_exports_query_results() {
+    let w = TestWarehouse::empty();
+    assert!(
+        w.ingest(
+            "july.parquet",
+            &[
+                crate::support::row("00004", "2024-07", "births", 12.0),
+                crate::support::row("00007", "2024-07", "ward_budget_revenue", 9.5)
+            ]
+        )
+        .status
+        .success()
+    );
+    let server = TestServer::start(&w).await;
+
+    let out = server.psql(&[
+        "-c",
+        "\\copy (SELECT unit_code, unit_name(unit_code, period) AS name, value FROM reports ORDER BY unit_code) TO STDOUT WITH (FORMAT csv, HEADER)",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "unit_code,name,value\n00004,Phường Trúc Bạch,12\n00007,Phường Cống Vị,9.5\n"
+    );
+
+    // Text format, NULL as \N, through tokio-postgres.
+    let client = server.client().await;
+    let stream = client
+        .copy_out("COPY (SELECT code, parent_code FROM units WHERE code IN ('01', '001') AND version = DATE '2025-01-01' ORDER BY code) TO STDOUT")
+        .await
+        .expect("copy out");
+    futures::pin_mut!(stream);
+    let mut text = Vec::new();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        text.extend_from_slice(&chunk.expect("chunk"));
+    }
+    assert_eq!(
+        String::from_utf8(text).expect("utf-8"),
+        "001\t01\n01\t\\N\n"
+    );
+
+    // Never to a server file.
+    let err = client
+        .simple_query("COPY units TO '/tmp/units.csv'")
+        .await
+        .expect_err("to file");
+    assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+}

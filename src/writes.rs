@@ -590,7 +590,7 @@ async fn copy_out(
         let columns: Vec<Vec<Option<String>>> = batch
             .columns()
             .iter()
-            .map(|c| column_text(c))
+            .map(column_text)
             .collect::<PgWireResult<_>>()?;
         for r in 0..batch.num_rows() {
             let mut line = header.take().unwrap_or_default();

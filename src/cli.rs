@@ -82,6 +82,23 @@ pub struct LandingArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CompactionArgs {
+    /// How often the server checks whether to compact, in seconds (0: never; run `baocao compact` instead).
+    #[arg(long, env = "BAOCAO_AUTO_COMPACT_SECS", default_value_t = 600)]
+    pub auto_compact_secs: u64,
+    /// Compact when at least this many commits landed since the last compaction.
+    #[arg(long, env = "BAOCAO_AUTO_COMPACT_COMMITS", default_value_t = 100)]
+    pub auto_compact_commits: u64,
+    /// Keep files that versions of the last N hours still read.
+    #[arg(
+        long = "auto-compact-retention-hours",
+        env = "BAOCAO_RETENTION_HOURS",
+        default_value_t = 168
+    )]
+    pub retention_hours: u32,
+}
+
+#[derive(Debug, Args)]
 pub struct InitArgs {
     #[command(flatten)]
     pub warehouse: WarehouseArgs,
@@ -95,6 +112,8 @@ pub struct ServeArgs {
     pub listen: ListenArgs,
     #[command(flatten)]
     pub landing: LandingArgs,
+    #[command(flatten)]
+    pub compaction: CompactionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +124,8 @@ pub struct DemoArgs {
     pub listen: ListenArgs,
     #[command(flatten)]
     pub landing: LandingArgs,
+    #[command(flatten)]
+    pub compaction: CompactionArgs,
     /// Seed of the generated values: the same seed gives the same warehouse.
     #[arg(long, env = "BAOCAO_DEMO_SEED", default_value_t = 173)]
     pub seed: u64,

@@ -62,14 +62,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let w = warehouse::Warehouse::open(&args.warehouse.warehouse)?;
-            serve(&w, &args.listen, &args.landing).await
+            serve(&w, &args.listen, &args.landing, &args.compaction).await
         }
         Command::Demo(args) => {
             let w = demo::prepare(&args).await?;
             if args.no_serve {
                 return Ok(());
             }
-            serve(&w, &args.listen, &args.landing).await
+            serve(&w, &args.listen, &args.landing, &args.compaction).await
         }
         Command::Ingest(args) => ingest_files::run(&args).await,
         Command::Check(args) => ingest_files::check(&args),
@@ -101,6 +101,7 @@ async fn serve(
     w: &warehouse::Warehouse,
     listen: &cli::ListenArgs,
     landing: &cli::LandingArgs,
+    compaction: &cli::CompactionArgs,
 ) -> anyhow::Result<()> {
     let addr = listen.checked_addr()?;
     let listener = server::bind(addr).await?;
@@ -124,6 +125,14 @@ async fn serve(
     let interval = std::time::Duration::from_millis(landing.landing_interval_ms.max(10));
     tokio::spawn(watcher.watch(interval, std::future::pending()));
     tracing::info!(landing = %landing_dir.display(), "watching the landing folder");
+    if compaction.auto_compact_secs > 0 {
+        tokio::spawn(auto_compact(
+            engine.store.clone(),
+            std::time::Duration::from_secs(compaction.auto_compact_secs),
+            compaction.auto_compact_commits.max(1),
+            chrono::Duration::hours(i64::from(compaction.retention_hours)),
+        ));
+    }
     let local = listener.local_addr()?;
     tracing::info!(warehouse = %w.root().display(), "serving on {local}");
     println!("baocao is listening on {local}");
@@ -137,4 +146,42 @@ async fn serve(
         let _ = tokio::signal::ctrl_c().await;
     })
     .await
+}
+
+/// The background compaction policy: every `every`, if at least `commits`
+/// commits landed since the last compaction, merge the small files and
+/// vacuum those older than `retention`. Readers and writers go on meanwhile;
+/// a failure is logged and retried at the next check.
+async fn auto_compact(
+    store: std::sync::Arc<baocao_ingest::ReportStore>,
+    every: std::time::Duration,
+    commits: u64,
+    retention: chrono::Duration,
+) {
+    let mut last = store.version().await.unwrap_or_default();
+    loop {
+        tokio::time::sleep(every).await;
+        let now = match store.version().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("auto-compaction: cannot read the table version: {e}");
+                continue;
+            }
+        };
+        if now < last + commits {
+            continue;
+        }
+        match store.compact(retention).await {
+            Ok(done) => {
+                tracing::info!(
+                    files_removed = done.files_removed,
+                    files_added = done.files_added,
+                    files_deleted = done.files_deleted,
+                    "auto-compaction done"
+                );
+                last = done.version;
+            }
+            Err(e) => tracing::warn!("auto-compaction failed, will retry: {e}"),
+        }
+    }
 }

@@ -139,3 +139,46 @@ async fn compaction_merges_files_and_changes_no_result() {
         assert_eq!(dump(&client, q).await, expected, "{q}");
     }
 }
+
+#[tokio::test]
+async fn the_server_compacts_by_itself() {
+    let w = TestWarehouse::empty();
+    let server = TestServer::start_with(
+        &w,
+        &[
+            "--auto-compact-secs",
+            "1",
+            "--auto-compact-commits",
+            "3",
+            "--auto-compact-retention-hours",
+            "0",
+        ],
+    )
+    .await;
+    for (i, unit) in ["00001", "00004", "00006", "00007"].iter().enumerate() {
+        let out = w.ingest(
+            &format!("f{i}.parquet"),
+            &[row(unit, "2024-07", "births", i as f64 + 1.0)],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let partition = w.path().join("reports/period=2024-07");
+    let files = || std::fs::read_dir(&partition).expect("partition").count();
+    // Wait (bounded) for the policy to run: 4 commits >= 3.
+    for _ in 0..600 {
+        if files() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(files(), 1, "the four small files were merged");
+    let client = server.client().await;
+    assert_eq!(
+        dump(
+            &client,
+            "SELECT unit_code, CAST(value AS BIGINT) FROM reports ORDER BY 1"
+        )
+        .await,
+        ["00001|1", "00004|2", "00006|3", "00007|4"]
+    );
+}

@@ -199,6 +199,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(warehouse: &TestWarehouse) -> TestServer {
+        Self::start_with(warehouse, &[]).await
+    }
+
+    /// Starts a server with extra `serve` flags.
+    pub async fn start_with(warehouse: &TestWarehouse, extra: &[&str]) -> TestServer {
         let mut child = TokioCommand::new(BIN)
             .args([
                 "serve",
@@ -207,6 +212,7 @@ impl TestServer {
                 "--listen",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .env("BAOCAO_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

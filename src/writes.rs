@@ -23,8 +23,8 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::logical_expr::{Cast, Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, ObjectName,
-    Statement, TableObject,
+    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, FromTable,
+    ObjectName, Statement, TableFactor, TableObject,
 };
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use futures::{Sink, SinkExt};
@@ -52,6 +52,24 @@ pub struct Writer {
 impl Writer {
     pub fn new(catalog: Arc<Catalog>, store: Arc<ReportStore>) -> Self {
         Writer { catalog, store }
+    }
+
+    /// Records the withdrawal of the values of `keys` (unit, period, indicator).
+    async fn withdraw(&self, keys: &RecordBatch, user: &str) -> PgWireResult<Receipt> {
+        let today = chrono::Utc::now().date_naive();
+        let valid = Validator::new(&self.catalog, today)
+            .validate_withdrawal(keys, "DELETE")
+            .map_err(|r| rejection_error(&r))?;
+        self.store
+            .commit(vec![(valid, Submission::now(user))])
+            .await
+            .map_err(|e| match e {
+                IngestError::Rejected(r) => rejection_error(&r),
+                other => user_error(
+                    sqlstate::INTERNAL_ERROR,
+                    format!("the commit failed, nothing was written: {other}"),
+                ),
+            })
     }
 
     async fn submit(&self, batch: &RecordBatch, source: &str, user: &str) -> PgWireResult<Receipt> {
@@ -194,6 +212,17 @@ impl WriteHook {
         WriteHook { writer }
     }
 
+    /// Withdraws the current values of `keys`; `DELETE n` with n the count.
+    async fn withdraw_keys(&self, keys: &RecordBatch, user: &str) -> PgWireResult<Response> {
+        if keys.num_rows() == 0 {
+            return Ok(Response::Execution(Tag::new("DELETE").with_rows(0)));
+        }
+        let receipt = self.writer.withdraw(keys, user).await?;
+        Ok(Response::Execution(
+            Tag::new("DELETE").with_rows(receipt.rows),
+        ))
+    }
+
     /// Plans the rows of `INSERT INTO reports ...`, with each `$n` in a
     /// VALUES list typed by its target column so drivers know what to send.
     async fn plan_rows(
@@ -264,6 +293,34 @@ fn type_placeholders(
     .map(|t| t.data)
 }
 
+/// The query selecting the keys a `DELETE FROM reports WHERE ...` withdraws.
+fn delete_keys_sql(stmt: &Statement) -> Option<PgWireResult<String>> {
+    let Statement::Delete(delete) = stmt else {
+        return None;
+    };
+    let tables = match &delete.from {
+        FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+    };
+    let [only] = tables.as_slice() else {
+        return None;
+    };
+    let TableFactor::Table { name, .. } = &only.relation else {
+        return None;
+    };
+    if !is_reports(name) || !only.joins.is_empty() || delete.using.is_some() {
+        return None;
+    }
+    let Some(selection) = &delete.selection else {
+        return Some(Err(user_error(
+            "21000",
+            "DELETE FROM reports needs a WHERE clause naming the values to withdraw".into(),
+        )));
+    };
+    Some(Ok(format!(
+        "SELECT unit_code, period, indicator_code FROM reports WHERE {selection}"
+    )))
+}
+
 fn insert_target(stmt: &Statement) -> Option<bool> {
     match stmt {
         Statement::Insert(insert) => Some(match &insert.table {
@@ -279,7 +336,9 @@ fn refused(stmt: &Statement) -> Option<&'static str> {
     Some(match stmt {
         Statement::Insert(_) => "INSERT into this table",
         Statement::Update { .. } => "UPDATE",
-        Statement::Delete(_) => "DELETE (withdraw a value by submitting a correction)",
+        Statement::Delete(_) => {
+            "DELETE from this table (DELETE FROM reports WHERE ... withdraws values)"
+        }
         Statement::Merge { .. } => "MERGE",
         Statement::Truncate { .. } => "TRUNCATE",
         Statement::Drop { .. } => "DROP",
@@ -424,6 +483,19 @@ impl QueryHook for WriteHook {
         {
             return Some(copy_out(source, options, legacy_options, ctx).await);
         }
+        if let Some(sql) = delete_keys_sql(statement) {
+            let result = async {
+                let plan = ctx
+                    .state()
+                    .create_logical_plan(&sql?)
+                    .await
+                    .map_err(df_error)?;
+                let keys = collect_plan(ctx, plan).await?;
+                self.withdraw_keys(&keys, &user_of(&*client)).await
+            }
+            .await;
+            return Some(result);
+        }
         refused(statement).map(|what| Err(read_only(what)))
     }
 
@@ -435,6 +507,16 @@ impl QueryHook for WriteHook {
     ) -> Option<PgWireResult<LogicalPlan>> {
         if insert_target(statement) == Some(true) {
             return Some(self.plan_rows(statement, ctx).await.map(|(plan, _)| plan));
+        }
+        if let Some(sql) = delete_keys_sql(statement) {
+            return Some(match sql {
+                Ok(sql) => ctx
+                    .state()
+                    .create_logical_plan(&sql)
+                    .await
+                    .map_err(df_error),
+                Err(e) => Err(e),
+            });
         }
         if is_copy_in(statement) || is_copy_out(statement) {
             // Nothing to plan now: the data comes in CopyData messages, or
@@ -465,6 +547,18 @@ impl QueryHook for WriteHook {
         } = statement
         {
             return Some(copy_out(source, options, legacy_options, ctx).await);
+        }
+        if delete_keys_sql(statement).is_some() {
+            let result = async {
+                let plan = logical_plan
+                    .clone()
+                    .replace_params_with_values(params)
+                    .map_err(df_error)?;
+                let keys = collect_plan(ctx, plan).await?;
+                self.withdraw_keys(&keys, &user_of(&*client)).await
+            }
+            .await;
+            return Some(result);
         }
         if insert_target(statement) != Some(true) {
             return None;

@@ -12,6 +12,8 @@ pub const VALUE: &str = "value";
 pub const SUBMITTED_AT: &str = "submitted_at";
 pub const SUBMITTED_BY: &str = "submitted_by";
 pub const SUBMISSION_ID: &str = "submission_id";
+/// True on a row that withdraws the key's value instead of giving one.
+pub const WITHDRAWN: &str = "withdrawn";
 
 /// The columns that identify one value; a later submission with the same key
 /// corrects the earlier one.
@@ -36,5 +38,6 @@ pub fn reports_schema() -> SchemaRef {
         ),
         Field::new(SUBMITTED_BY, DataType::Utf8, false),
         Field::new(SUBMISSION_ID, DataType::Utf8, false),
+        Field::new(WITHDRAWN, DataType::Boolean, true),
     ]))
 }

@@ -112,6 +112,12 @@ impl ReportStore {
                 )
                 .with_column("submitted_by", string.clone(), false, None)
                 .with_column("submission_id", string, false, None)
+                .with_column(
+                    "withdrawn",
+                    DataType::Primitive(PrimitiveType::Boolean),
+                    true,
+                    None,
+                )
                 .with_partition_columns(PARTITION_COLUMNS)
                 .with_save_mode(SaveMode::Ignore)
                 .await
@@ -225,6 +231,8 @@ impl ReportStore {
             .write(vec![batch])
             .with_save_mode(SaveMode::Append)
             .with_partition_columns(PARTITION_COLUMNS)
+            // A table made before `withdrawn` existed gains the column.
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
             .with_session_state(writer_session().map_err(&err)?)
             .with_commit_properties(properties)
             .await
@@ -303,7 +311,7 @@ fn to_record_batch(submissions: &[(ValidBatch, Submission)]) -> Result<RecordBat
     let mut period = Vec::new();
     let mut indicator = Vec::new();
     let mut value = Vec::new();
-    let (mut at, mut by, mut id) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut at, mut by, mut id, mut withdrawn) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (b, s) in submissions {
         unit.extend_from_slice(&b.unit_code);
         period.extend_from_slice(&b.period);
@@ -313,6 +321,7 @@ fn to_record_batch(submissions: &[(ValidBatch, Submission)]) -> Result<RecordBat
             at.push(s.submitted_at.timestamp_micros());
             by.push(s.submitted_by.as_str());
             id.push(s.submission_id.as_str());
+            withdrawn.push(b.withdrawn);
         }
     }
     let columns: Vec<ArrayRef> = vec![
@@ -323,6 +332,7 @@ fn to_record_batch(submissions: &[(ValidBatch, Submission)]) -> Result<RecordBat
         Arc::new(TimestampMicrosecondArray::from(at).with_timezone("UTC")),
         Arc::new(StringArray::from(by)),
         Arc::new(StringArray::from(id)),
+        Arc::new(datafusion::arrow::array::BooleanArray::from(withdrawn)),
     ];
     let batch = RecordBatch::try_new(reports_schema(), columns)?;
     // Period, unit, indicator; then time and id, so that equal keys (a value

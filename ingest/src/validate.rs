@@ -23,6 +23,8 @@ pub struct ValidBatch {
     pub(crate) period: Vec<String>,
     pub(crate) indicator_code: Vec<String>,
     pub(crate) value: Vec<f64>,
+    /// The batch withdraws the values of its keys instead of giving values.
+    pub(crate) withdrawn: bool,
 }
 
 impl ValidBatch {
@@ -42,6 +44,7 @@ impl ValidBatch {
             period: Vec::new(),
             indicator_code: Vec::new(),
             value: Vec::new(),
+            withdrawn: false,
         };
         let mut seen = HashSet::new();
         for (source, b) in batches {
@@ -186,11 +189,36 @@ impl<'a> Validator<'a> {
         source: &str,
         rows: Option<&[usize]>,
     ) -> Result<ValidBatch, Rejection> {
+        self.check(batch, source, rows, true)
+    }
+
+    /// Checks the keys of a withdrawal (`unit_code, period, indicator_code`,
+    /// no value): the batch removes those values from `reports` and every
+    /// roll-up, and is recorded in the history like any submission.
+    pub fn validate_withdrawal(
+        &self,
+        batch: &RecordBatch,
+        source: &str,
+    ) -> Result<ValidBatch, Rejection> {
+        self.check(batch, source, None, false)
+    }
+
+    fn check(
+        &self,
+        batch: &RecordBatch,
+        source: &str,
+        rows: Option<&[usize]>,
+        with_values: bool,
+    ) -> Result<ValidBatch, Rejection> {
         let mut errors = Vec::new();
         let units = string_column(batch, UNIT_CODE, &mut errors);
         let periods = string_column(batch, PERIOD, &mut errors);
         let indicators = string_column(batch, INDICATOR_CODE, &mut errors);
-        let values = value_column(batch, &mut errors);
+        let values = if with_values {
+            value_column(batch, &mut errors)
+        } else {
+            Some(Float64Array::from(vec![0.0; batch.num_rows()]))
+        };
         let (Some(units), Some(periods), Some(indicators), Some(values)) =
             (units, periods, indicators, values)
         else {
@@ -231,6 +259,7 @@ impl<'a> Validator<'a> {
             period: Vec::with_capacity(batch.num_rows()),
             indicator_code: Vec::with_capacity(batch.num_rows()),
             value: Vec::with_capacity(batch.num_rows()),
+            withdrawn: !with_values,
         };
         for row in 0..batch.num_rows() {
             fn get(a: &StringArray, row: usize) -> Option<&str> {
@@ -367,7 +396,7 @@ impl<'a> Validator<'a> {
                 continue;
             }
             let v = values.value(row);
-            if let Some(reason) = check_value(indicator, v) {
+            if let Some(reason) = check_value(indicator, v).filter(|_| with_values) {
                 push(&mut errors, row, VALUE, Problem::Invalid, reason);
                 continue;
             }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use baocao_catalog::report::{
     INDICATOR_CODE, KEY, PERIOD, SUBMISSION_ID, SUBMITTED_AT, SUBMITTED_BY, UNIT_CODE, VALUE,
+    WITHDRAWN,
 };
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::Session;
@@ -131,13 +132,22 @@ impl TableProvider for LatestReports {
             Some(p) => p.iter().filter_map(|i| COLUMNS.get(*i).copied()).collect(),
             None => COLUMNS.to_vec(),
         };
-        let latest: Vec<Expr> = [VALUE, SUBMITTED_AT, SUBMITTED_BY, SUBMISSION_ID]
+        // A table from before withdrawals has no `withdrawn` column.
+        let has_withdrawn = self.history.schema().column_with_name(WITHDRAWN).is_some();
+        let mut aggregated = vec![VALUE, SUBMITTED_AT, SUBMITTED_BY, SUBMISSION_ID];
+        if has_withdrawn {
+            aggregated.push(WITHDRAWN);
+        }
+        let latest: Vec<Expr> = aggregated
             .into_iter()
             .map(|c| last_value(col(c), order()).alias(c))
             .collect();
-        let mut plan = plan
-            .aggregate(KEY.iter().map(|k| col(*k)).collect::<Vec<_>>(), latest)?
-            .project(wanted.iter().map(|c| col(*c)))?;
+        let mut plan = plan.aggregate(KEY.iter().map(|k| col(*k)).collect::<Vec<_>>(), latest)?;
+        if has_withdrawn {
+            // A key whose latest submission withdrew it has no current value.
+            plan = plan.filter(col(WITHDRAWN).is_not_true())?;
+        }
+        let mut plan = plan.project(wanted.iter().map(|c| col(*c)))?;
         if let Some(n) = limit {
             plan = plan.limit(0, Some(n))?;
         }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use baocao_catalog::report::{INDICATOR_CODE, PERIOD, SUBMITTED_AT, UNIT_CODE};
+use baocao_catalog::report::{INDICATOR_CODE, PERIOD, SUBMITTED_AT, UNIT_CODE, WITHDRAWN};
 use baocao_catalog::{Catalog, Form, Period};
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use datafusion::arrow::array::{
@@ -223,6 +223,10 @@ impl Status {
             builder = builder.filter(
                 col(PERIOD).in_list(periods.iter().map(|p| lit(p.as_str())).collect(), false),
             )?;
+        }
+        // A withdrawal is not a report.
+        if self.history.schema().column_with_name(WITHDRAWN).is_some() {
+            builder = builder.filter(col(WITHDRAWN).is_not_true())?;
         }
         let plan = builder
             .aggregate(

@@ -148,7 +148,7 @@ async fn other_writes_and_ddl_are_refused() {
     for sql in [
         "INSERT INTO units (code) VALUES ('1')",
         "UPDATE reports SET value = 1",
-        "DELETE FROM reports",
+        "DELETE FROM units WHERE code = '01'",
         "DROP TABLE reports",
         "CREATE TABLE x (a INT)",
         "CREATE VIEW v AS SELECT 1",
@@ -281,4 +281,85 @@ async fn copy_to_stdout_exports_query_results() {
         .await
         .expect_err("to file");
     assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+}
+
+#[tokio::test]
+async fn delete_withdraws_values_and_history_keeps_them() {
+    let w = TestWarehouse::empty();
+    let server = TestServer::start(&w).await;
+    let client = server.client().await;
+    client
+        .simple_query("INSERT INTO reports VALUES ('00004', '2024-07', 'births', 12), ('00007', '2024-07', 'births', 9), ('00004', '2024-07', 'deaths', 3)")
+        .await
+        .expect("insert");
+
+    // A withdrawal, with a parameter, through the extended protocol.
+    let n = client
+        .execute("DELETE FROM reports WHERE unit_code = $1 AND period = '2024-07' AND indicator_code = 'births'", &[&"00004"])
+        .await
+        .expect("delete");
+    assert_eq!(n, 1);
+    let births = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query(sql, &[])
+                .await
+                .expect("query")
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, f64>(1)))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        births("SELECT unit_code, value FROM reports WHERE indicator_code = 'births' ORDER BY 1")
+            .await,
+        vec![("00007".to_string(), 9.0)]
+    );
+    // Roll-ups follow: the district now counts one ward.
+    assert_eq!(
+        births("SELECT unit_code, value FROM rollup WHERE unit_code = '001' AND period = '2024-07' AND indicator_code = 'births'").await,
+        vec![("001".to_string(), 9.0)]
+    );
+    // The history keeps the value and its withdrawal.
+    let rows = client
+        .query("SELECT value, withdrawn FROM reports_history WHERE unit_code = '00004' AND indicator_code = 'births' ORDER BY submitted_at", &[])
+        .await
+        .expect("history");
+    let got: Vec<(f64, Option<bool>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, vec![(12.0, Some(false)), (0.0, Some(true))]);
+    // Submitting again brings a value back.
+    client
+        .simple_query("INSERT INTO reports VALUES ('00004', '2024-07', 'births', 13)")
+        .await
+        .expect("again");
+    assert_eq!(
+        births("SELECT unit_code, value FROM reports WHERE indicator_code = 'births' ORDER BY 1")
+            .await
+            .len(),
+        2
+    );
+
+    // Nothing matched: nothing written. No WHERE: refused.
+    let before = count(&client).await;
+    let messages = client
+        .simple_query("DELETE FROM reports WHERE unit_code = '00001'")
+        .await
+        .expect("no match");
+    assert!(
+        messages
+            .iter()
+            .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::CommandComplete(0)))
+    );
+    let err = client
+        .simple_query("DELETE FROM reports")
+        .await
+        .expect_err("no where");
+    assert!(
+        err.as_db_error()
+            .expect("db")
+            .message()
+            .contains("needs a WHERE clause")
+    );
+    assert_eq!(count(&client).await, before);
 }

@@ -105,6 +105,7 @@ pub async fn prepare(args: &DemoArgs) -> Result<Warehouse> {
                 ),
                 submitted_by: format!("unit-{}", report.unit),
                 submitted_at: report.submitted_at,
+                source: "demo".to_string(),
             };
             if report.revision == 0 {
                 submissions.push((valid, sub));

@@ -23,7 +23,17 @@ pub async fn run(args: &IngestArgs) -> Result<()> {
     let files = valid.len();
     let batch = ValidBatch::concat(valid)?;
     let store = warehouse.reports().await?;
-    let submission = Submission::now(args.submitted_by.clone());
+    let names: Vec<String> = args.files.iter().map(|p| p.display().to_string()).collect();
+    let mut source = format!("ingest:{}", names.join(","));
+    if source.len() > 1000 {
+        let mut cut = 1000;
+        while !source.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        source.truncate(cut);
+        source.push('…');
+    }
+    let submission = Submission::now(args.submitted_by.clone(), source);
     let id = submission.submission_id.clone();
     let receipt = store.commit(vec![(batch, submission)]).await?;
     println!(

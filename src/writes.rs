@@ -61,7 +61,7 @@ impl Writer {
             .validate_withdrawal(keys, "DELETE")
             .map_err(|r| rejection_error(&r))?;
         self.store
-            .commit(vec![(valid, Submission::now(user))])
+            .commit(vec![(valid, Submission::now(user, "DELETE"))])
             .await
             .map_err(|e| match e {
                 IngestError::Rejected(r) => rejection_error(&r),
@@ -78,7 +78,7 @@ impl Writer {
             .validate(batch, source)
             .map_err(|r| rejection_error(&r))?;
         self.store
-            .commit(vec![(valid, Submission::now(user))])
+            .commit(vec![(valid, Submission::now(user, source))])
             .await
             .map_err(|e| match e {
                 IngestError::Rejected(r) => rejection_error(&r),

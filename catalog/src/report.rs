@@ -14,6 +14,8 @@ pub const SUBMITTED_BY: &str = "submitted_by";
 pub const SUBMISSION_ID: &str = "submission_id";
 /// True on a row that withdraws the key's value instead of giving one.
 pub const WITHDRAWN: &str = "withdrawn";
+/// Where a submission came from: `INSERT`, `COPY`, `DELETE`, `landing/<file>`, `ingest:<files>`, `demo`.
+pub const SOURCE: &str = "source";
 
 /// The columns that identify one value; a later submission with the same key
 /// corrects the earlier one.
@@ -39,5 +41,6 @@ pub fn reports_schema() -> SchemaRef {
         Field::new(SUBMITTED_BY, DataType::Utf8, false),
         Field::new(SUBMISSION_ID, DataType::Utf8, false),
         Field::new(WITHDRAWN, DataType::Boolean, true),
+        Field::new(SOURCE, DataType::Utf8, true),
     ]))
 }

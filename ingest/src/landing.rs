@@ -166,7 +166,7 @@ impl Landing {
             }
             Err(other) => return Err(other),
         };
-        let submission = Submission::now(format!("landing:{name}"));
+        let submission = Submission::now(format!("landing:{name}"), format!("landing/{name}"));
         let receipt = self
             .store
             .commit_once(vec![(valid, submission)], &key)

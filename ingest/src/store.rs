@@ -30,15 +30,19 @@ pub struct Submission {
     pub submission_id: String,
     pub submitted_by: String,
     pub submitted_at: DateTime<Utc>,
+    /// Where it came from (protocol statement, file).
+    pub source: String,
 }
 
 impl Submission {
-    /// A new submission by `submitted_by`, stamped now, with a time-ordered id.
-    pub fn now(submitted_by: impl Into<String>) -> Self {
+    /// A new submission by `submitted_by` from `source`, stamped now, with a
+    /// time-ordered id.
+    pub fn now(submitted_by: impl Into<String>, source: impl Into<String>) -> Self {
         Submission {
             submission_id: uuid::Uuid::now_v7().to_string(),
             submitted_by: submitted_by.into(),
             submitted_at: Utc::now(),
+            source: source.into(),
         }
     }
 }
@@ -115,6 +119,12 @@ impl ReportStore {
                 .with_column(
                     "withdrawn",
                     DataType::Primitive(PrimitiveType::Boolean),
+                    true,
+                    None,
+                )
+                .with_column(
+                    "source",
+                    DataType::Primitive(PrimitiveType::String),
                     true,
                     None,
                 )
@@ -312,6 +322,7 @@ fn to_record_batch(submissions: &[(ValidBatch, Submission)]) -> Result<RecordBat
     let mut indicator = Vec::new();
     let mut value = Vec::new();
     let (mut at, mut by, mut id, mut withdrawn) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut source = Vec::new();
     for (b, s) in submissions {
         unit.extend_from_slice(&b.unit_code);
         period.extend_from_slice(&b.period);
@@ -322,6 +333,7 @@ fn to_record_batch(submissions: &[(ValidBatch, Submission)]) -> Result<RecordBat
             by.push(s.submitted_by.as_str());
             id.push(s.submission_id.as_str());
             withdrawn.push(b.withdrawn);
+            source.push(s.source.as_str());
         }
     }
     let columns: Vec<ArrayRef> = vec![
@@ -333,6 +345,7 @@ fn to_record_batch(submissions: &[(ValidBatch, Submission)]) -> Result<RecordBat
         Arc::new(StringArray::from(by)),
         Arc::new(StringArray::from(id)),
         Arc::new(datafusion::arrow::array::BooleanArray::from(withdrawn)),
+        Arc::new(StringArray::from(source)),
     ];
     let batch = RecordBatch::try_new(reports_schema(), columns)?;
     // Period, unit, indicator; then time and id, so that equal keys (a value

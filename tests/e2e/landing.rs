@@ -103,6 +103,15 @@ async fn dropped_files_are_committed_once_or_quarantined() {
             ),
         ]
     );
+    let source: String = client
+        .query_one(
+            "SELECT DISTINCT source FROM reports_history WHERE unit_code = '00004'",
+            &[],
+        )
+        .await
+        .expect("source")
+        .get(0);
+    assert_eq!(source, "landing/ward-00004.parquet");
     assert!(landing.join(".half-written.csv").exists());
     assert!(landing.join("upload.csv.tmp").exists());
 

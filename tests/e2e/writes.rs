@@ -78,6 +78,14 @@ async fn insert_with_literals_and_parameters() {
             ("00013".into(), 6.0, "tester".into()),
         ]
     );
+    let sources: Vec<String> = other
+        .query("SELECT DISTINCT source FROM reports_history", &[])
+        .await
+        .expect("sources")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(sources, ["INSERT"]);
     let district: f64 = other
         .query_one("SELECT value FROM rollup WHERE unit_code = '001' AND period = '2024-07' AND indicator_code = 'births'", &[])
         .await

@@ -15,11 +15,14 @@ use baocao_catalog::report::{
 };
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::Session;
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result};
 use datafusion::datasource::{TableProvider, TableType, provider_as_source};
 use datafusion::functions_aggregate::expr_fn::last_value;
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown, col};
+use datafusion::logical_expr::{
+    Expr, LogicalPlanBuilder, TableProviderFilterPushDown, col, lit, when,
+};
 use datafusion::physical_plan::ExecutionPlan;
 
 /// Output columns, in order.
@@ -134,18 +137,24 @@ impl TableProvider for LatestReports {
         };
         // A table from before withdrawals has no `withdrawn` column.
         let has_withdrawn = self.history.schema().column_with_name(WITHDRAWN).is_some();
-        let mut aggregated = vec![VALUE, SUBMITTED_AT, SUBMITTED_BY, SUBMISSION_ID];
-        if has_withdrawn {
-            aggregated.push(WITHDRAWN);
-        }
-        let latest: Vec<Expr> = aggregated
-            .into_iter()
-            .map(|c| last_value(col(c), order()).alias(c))
-            .collect();
+        // A withdrawal reads as a NULL value, so that one aggregate carries
+        // both (a boolean last_value measured three times slower than the
+        // float one); a key whose latest submission withdrew it then has no
+        // current value and is left out.
+        let value = if has_withdrawn {
+            when(col(WITHDRAWN).is_true(), lit(ScalarValue::Float64(None))).otherwise(col(VALUE))?
+        } else {
+            col(VALUE)
+        };
+        let mut latest = vec![last_value(value, order()).alias(VALUE)];
+        latest.extend(
+            [SUBMITTED_AT, SUBMITTED_BY, SUBMISSION_ID]
+                .into_iter()
+                .map(|c| last_value(col(c), order()).alias(c)),
+        );
         let mut plan = plan.aggregate(KEY.iter().map(|k| col(*k)).collect::<Vec<_>>(), latest)?;
         if has_withdrawn {
-            // A key whose latest submission withdrew it has no current value.
-            plan = plan.filter(col(WITHDRAWN).is_not_true())?;
+            plan = plan.filter(col(VALUE).is_not_null())?;
         }
         let mut plan = plan.project(wanted.iter().map(|c| col(*c)))?;
         if let Some(n) = limit {

@@ -76,8 +76,8 @@ pub struct LandingArgs {
     /// Folder watched for dropped report files (default: <warehouse>/landing).
     #[arg(long, env = "BAOCAO_LANDING")]
     pub landing: Option<PathBuf>,
-    /// How often the landing folder is scanned, in milliseconds.
-    #[arg(long, env = "BAOCAO_LANDING_INTERVAL_MS", default_value_t = 200)]
+    /// How often the landing folder is also scanned, in milliseconds (file-system events trigger a scan at once).
+    #[arg(long, env = "BAOCAO_LANDING_INTERVAL_MS", default_value_t = 1000)]
     pub landing_interval_ms: u64,
 }
 

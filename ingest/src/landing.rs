@@ -216,11 +216,32 @@ impl Landing {
         })
     }
 
-    /// Processes the folder every `interval` until `shutdown` completes.
-    /// An error (a full disk, say) is logged and retried; it never ends the
+    /// Processes the folder as soon as the file system says something
+    /// changed in it (inotify, through `notify`), and every `interval`
+    /// anyway: the polling catches what events miss (network file systems,
+    /// a watcher that could not start). Runs until `shutdown` completes. An
+    /// error (a full disk, say) is logged and retried; it never ends the
     /// server.
     pub async fn watch(self, interval: Duration, shutdown: impl std::future::Future<Output = ()>) {
+        use notify::Watcher;
         tokio::pin!(shutdown);
+        let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = tx.send(());
+            }
+        })
+        .and_then(|mut w| {
+            w.watch(&self.dir, notify::RecursiveMode::NonRecursive)
+                .map(|()| w)
+        });
+        let _watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), "cannot watch the landing folder ({e}); polling every {interval:?}");
+                None
+            }
+        };
         loop {
             if let Err(e) = self.process_ready().await {
                 tracing::error!(dir = %self.dir.display(), "landing folder: {e}");
@@ -228,6 +249,10 @@ impl Landing {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(interval) => {}
+                Some(()) = changed.recv() => {
+                    // One pass handles every change so far.
+                    while changed.try_recv().is_ok() {}
+                }
             }
         }
     }

@@ -469,19 +469,8 @@ impl QueryHook for WriteHook {
             .await;
             return Some(result);
         }
-        if let Some(start) = start_copy(statement, &*client) {
-            return Some(start);
-        }
-        if let Statement::Copy {
-            source,
-            to: true,
-            target: CopyTarget::Stdout,
-            options,
-            legacy_options,
-            ..
-        } = statement
-        {
-            return Some(copy_out(source, options, legacy_options, ctx).await);
+        if let Some(copy) = start_copy_either_way(statement, &*client, ctx).await {
+            return Some(copy);
         }
         if let Some(sql) = delete_keys_sql(statement) {
             let result = async {
@@ -534,19 +523,8 @@ impl QueryHook for WriteHook {
         ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if let Some(start) = start_copy(statement, &*client) {
-            return Some(start);
-        }
-        if let Statement::Copy {
-            source,
-            to: true,
-            target: CopyTarget::Stdout,
-            options,
-            legacy_options,
-            ..
-        } = statement
-        {
-            return Some(copy_out(source, options, legacy_options, ctx).await);
+        if let Some(copy) = start_copy_either_way(statement, &*client, ctx).await {
+            return Some(copy);
         }
         if delete_keys_sql(statement).is_some() {
             let result = async {
@@ -643,6 +621,30 @@ fn start_copy(
         Ok(Response::CopyIn(CopyResponse::new(0, n, stream)))
     })();
     Some(result)
+}
+
+/// Starts `COPY reports FROM STDIN` or runs `COPY ... TO STDOUT`, if that is
+/// the statement (the same in the simple and the extended protocol).
+async fn start_copy_either_way(
+    statement: &Statement,
+    client: &(dyn ClientInfo + Send + Sync),
+    ctx: &SessionContext,
+) -> Option<PgWireResult<Response>> {
+    if let Some(start) = start_copy(statement, client) {
+        return Some(start);
+    }
+    let Statement::Copy {
+        source,
+        to: true,
+        target: CopyTarget::Stdout,
+        options,
+        legacy_options,
+        ..
+    } = statement
+    else {
+        return None;
+    };
+    Some(copy_out(source, options, legacy_options, ctx).await)
 }
 
 /// `COPY (query) TO STDOUT` and `COPY table TO STDOUT` (psql's `\\copy ... TO`):

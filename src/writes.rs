@@ -13,9 +13,10 @@ use async_trait::async_trait;
 use baocao_catalog::Catalog;
 use baocao_catalog::report::{INDICATOR_CODE, PERIOD, UNIT_CODE, VALUE};
 use baocao_ingest::{
-    IngestError, Problem, Receipt, Rejection, ReportStore, RowError, Submission, Validator,
+    Delimited, IngestError, Problem, Receipt, Rejection, ReportStore, RowError, Submission,
+    Validator, parse_delimited, to_long,
 };
-use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch};
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::ParamValues;
@@ -782,118 +783,32 @@ impl CopyIn {
     }
 }
 
-/// Parses COPY input into the four writable columns (all text but value).
+/// Parses COPY input into the writable columns, the value as a number.
 fn parse_copy(state: &CopyState) -> Result<RecordBatch, Rejection> {
     let f = &state.format;
-    let mut builder = csv::ReaderBuilder::new();
-    builder
-        .has_headers(f.header)
-        .delimiter(f.delimiter)
-        .flexible(true);
-    if !f.csv {
-        builder.quoting(false);
-    }
-    let mut reader = builder.from_reader(state.data.as_slice());
-    let n = state.targets.len();
-    let mut cols: Vec<Vec<Option<String>>> = vec![Vec::new(); n];
-    let mut errors = Vec::new();
-    for (i, record) in reader.byte_records().enumerate() {
-        let row = i + 1;
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                errors.push(RowError {
+    let layout = Delimited {
+        header: f.header,
+        delimiter: f.delimiter,
+        quoting: f.csv,
+        null: f.null.clone(),
+        trim: false,
+    };
+    let text = parse_delimited(&state.data, &layout, Some(&state.targets), "COPY").map_err(
+        |e| match e {
+            IngestError::Rejected(r) => *r,
+            other => Rejection {
+                source: "COPY".to_string(),
+                errors: vec![RowError {
                     problem: Problem::Shape,
-                    row: Some(row),
+                    row: None,
                     field: None,
-                    reason: format!("cannot read the line: {e}"),
-                });
-                break;
-            }
-        };
-        if record.len() != n {
-            errors.push(RowError {
-                problem: Problem::Shape,
-                row: Some(row),
-                field: None,
-                reason: format!(
-                    "{} fields where {n} were expected ({})",
-                    record.len(),
-                    state.targets.join(", ")
-                ),
-            });
-            continue;
-        }
-        for (k, field) in record.iter().enumerate() {
-            let Ok(text) = std::str::from_utf8(field) else {
-                errors.push(RowError {
-                    problem: Problem::Shape,
-                    row: Some(row),
-                    field: Some(state.targets[k].to_string()),
-                    reason: format!("{} is not valid UTF-8", state.targets[k]),
-                });
-                continue;
-            };
-            cols[k].push((text != f.null).then(|| text.to_string()));
-        }
-    }
-    if !errors.is_empty() {
-        let total = errors.len();
-        return Err(Rejection {
-            source: "COPY".to_string(),
-            errors,
-            total,
-        });
-    }
-    let mut fields = Vec::new();
-    let mut arrays: Vec<ArrayRef> = Vec::new();
-    let mut bad = Vec::new();
-    for (k, name) in state.targets.iter().enumerate() {
-        if *name == VALUE {
-            let values: Vec<Option<f64>> = cols[k]
-                .iter()
-                .enumerate()
-                .map(|(r, v)| match v {
-                    None => None,
-                    Some(t) => match t.trim().parse::<f64>() {
-                        Ok(x) => Some(x),
-                        Err(_) => {
-                            bad.push(RowError {
-                                problem: Problem::Invalid,
-                                row: Some(r + 1),
-                                field: Some(VALUE.to_string()),
-                                reason: format!("value '{t}' is not a number"),
-                            });
-                            None
-                        }
-                    },
-                })
-                .collect();
-            fields.push(Field::new(*name, DataType::Float64, true));
-            arrays.push(Arc::new(Float64Array::from(values)));
-        } else {
-            fields.push(Field::new(*name, DataType::Utf8, true));
-            arrays.push(Arc::new(StringArray::from(cols[k].clone())));
-        }
-    }
-    if !bad.is_empty() {
-        let total = bad.len();
-        return Err(Rejection {
-            source: "COPY".to_string(),
-            errors: bad,
-            total,
-        });
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| Rejection {
-        source: "COPY".to_string(),
-        errors: vec![RowError {
-            problem: Problem::Shape,
-            row: None,
-            field: None,
-            reason: e.to_string(),
-        }],
-        total: 1,
-    })
+                    reason: other.to_string(),
+                }],
+                total: 1,
+            },
+        },
+    )?;
+    Ok(to_long(&text, "COPY")?.batch)
 }
 
 #[async_trait]

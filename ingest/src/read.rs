@@ -42,36 +42,81 @@ pub fn read_parquet_file(path: &Path) -> Result<RecordBatch, IngestError> {
     Ok(concat_batches(&schema, &batches)?)
 }
 
-/// Reads a CSV file with a header: every column as text, empty cells NULL.
-pub fn read_csv_file(path: &Path) -> Result<RecordBatch, IngestError> {
-    let shown = path.display().to_string();
+/// How delimited text (a CSV file, COPY data) is laid out.
+#[derive(Debug, Clone)]
+pub struct Delimited {
+    /// The first line names the columns (or, with given names, is skipped).
+    pub header: bool,
+    pub delimiter: u8,
+    /// CSV quoting; off for PostgreSQL's text format.
+    pub quoting: bool,
+    /// The text of a NULL field (`""` in CSV, `\N` in text format).
+    pub null: String,
+    /// Trim spaces around fields (spreadsheet exports).
+    pub trim: bool,
+}
+
+impl Delimited {
+    /// A CSV file as spreadsheets and ETL jobs write it.
+    pub fn csv_file() -> Self {
+        Delimited {
+            header: true,
+            delimiter: b',',
+            quoting: true,
+            null: String::new(),
+            trim: true,
+        }
+    }
+}
+
+/// Parses delimited text into a batch of text columns, named by `names` or,
+/// without them, by the header line. Errors name the line and the field.
+pub fn parse_delimited(
+    data: &[u8],
+    format: &Delimited,
+    names: Option<&[&str]>,
+    source: &str,
+) -> Result<RecordBatch, IngestError> {
     let read_err = |message: String| IngestError::Read {
-        path: shown.clone(),
+        path: source.to_string(),
         message,
     };
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(false)
-        .from_path(path)
-        .map_err(|e| read_err(e.to_string()))?;
-    let headers = reader
-        .byte_headers()
-        .map_err(|e| read_err(format!("cannot read the header: {e}")))?
-        .clone();
-    let names: Vec<String> = headers
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            std::str::from_utf8(h)
-                .map(|s| s.trim().trim_start_matches('\u{feff}').to_string())
-                .map_err(|_| read_err(format!("column {} of the header is not UTF-8 text", i + 1)))
-        })
-        .collect::<Result<_, _>>()?;
-    if names.is_empty() || names.iter().all(String::is_empty) {
-        return Err(read_err(
-            "the file is empty: a CSV file starts with a header line naming its columns".into(),
-        ));
-    }
-    let mut columns: Vec<Vec<Option<String>>> = vec![Vec::new(); names.len()];
+    let mut builder = csv::ReaderBuilder::new();
+    builder
+        .has_headers(format.header)
+        .delimiter(format.delimiter)
+        .flexible(true)
+        .quoting(format.quoting);
+    let mut reader = builder.from_reader(data);
+    let names: Vec<String> = match names {
+        Some(n) => n.iter().map(|s| s.to_string()).collect(),
+        None => {
+            let headers = reader
+                .byte_headers()
+                .map_err(|e| read_err(format!("cannot read the header: {e}")))?
+                .clone();
+            let names = headers
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    std::str::from_utf8(h)
+                        .map(|s| s.trim().trim_start_matches('\u{feff}').to_string())
+                        .map_err(|_| {
+                            read_err(format!("column {} of the header is not UTF-8 text", i + 1))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if names.is_empty() || names.iter().all(String::is_empty) {
+                return Err(read_err(
+                    "the file is empty: a CSV file starts with a header line naming its columns"
+                        .into(),
+                ));
+            }
+            names
+        }
+    };
+    let n = names.len();
+    let mut columns: Vec<Vec<Option<String>>> = vec![Vec::new(); n];
     let mut errors = Vec::new();
     for (i, record) in reader.byte_records().enumerate() {
         let row = i + 1;
@@ -87,18 +132,31 @@ pub fn read_csv_file(path: &Path) -> Result<RecordBatch, IngestError> {
                 break;
             }
         };
+        if record.len() != n {
+            errors.push(RowError {
+                problem: Problem::Shape,
+                row: Some(row),
+                field: None,
+                reason: format!(
+                    "{} fields where {n} were expected ({})",
+                    record.len(),
+                    names.join(", ")
+                ),
+            });
+            continue;
+        }
         for (k, cell) in record.iter().enumerate() {
             match std::str::from_utf8(cell) {
-                Ok(t) => columns[k].push((!t.trim().is_empty()).then(|| t.trim().to_string())),
+                Ok(t) => {
+                    let t = if format.trim { t.trim() } else { t };
+                    columns[k].push((t != format.null).then(|| t.to_string()));
+                }
                 Err(_) => {
                     errors.push(RowError {
                         problem: Problem::Shape,
                         row: Some(row),
-                        field: names.get(k).cloned(),
-                        reason: format!(
-                            "{} is not UTF-8 text (save the file as UTF-8)",
-                            names.get(k).map(String::as_str).unwrap_or("a field")
-                        ),
+                        field: Some(names[k].clone()),
+                        reason: format!("{} is not UTF-8 text (save the file as UTF-8)", names[k]),
                     });
                     columns[k].push(None);
                 }
@@ -106,13 +164,7 @@ pub fn read_csv_file(path: &Path) -> Result<RecordBatch, IngestError> {
         }
     }
     if !errors.is_empty() {
-        let total = errors.len();
-        return Err(Rejection {
-            source: shown,
-            errors,
-            total,
-        }
-        .into());
+        return Err(rejection(source, errors).into());
     }
     let fields: Vec<Field> = names
         .iter()
@@ -123,6 +175,16 @@ pub fn read_csv_file(path: &Path) -> Result<RecordBatch, IngestError> {
         .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
         .collect();
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+/// Reads a CSV file with a header: every column as text, empty cells NULL.
+pub fn read_csv_file(path: &Path) -> Result<RecordBatch, IngestError> {
+    let shown = path.display().to_string();
+    let data = std::fs::read(path).map_err(|e| IngestError::Read {
+        path: shown.clone(),
+        message: e.to_string(),
+    })?;
+    parse_delimited(&data, &Delimited::csv_file(), None, &shown)
 }
 
 /// Reads a `.parquet` or `.csv` file into the long layout.

@@ -1,5 +1,8 @@
 //! The Hanoi demo: real units, generated reports.
 //!
+//! The demo follows the report schedule: every unit that owes a form sends
+//! it after the period, a few days before or after the deadline.
+//!
 //! Every value is a pure function of (seed, unit, period, indicator), so the
 //! same seed gives the same warehouse whatever the order of generation, and
 //! a run that stopped half-way resumes where its last commit ended. Each
@@ -10,7 +13,9 @@
 //! about 16,300 people per pre-2025 ward, 3.8 people per household, births
 //! about 14 per 1,000 a year. A post-reform ward's base population is the
 //! sum of the old wards that went into it (a split ward shared equally), so
-//! series continue across 2025-07-01.
+//! series continue across 2025-07-01. Reports of the last month submitted
+//! "in the future" are stamped now instead, so only those timestamps depend
+//! on when the demo runs.
 
 use std::collections::HashMap;
 
@@ -289,8 +294,9 @@ impl<'a> Generator<'a> {
             .collect()
     }
 
-    /// Every ward report whose period ends with `month`, plus corrections of
-    /// some of them (revision 1, submitted weeks later).
+    /// Every report the schedule (`schedule.csv`) asks for a period ending
+    /// with `month` — each owing unit's form — less about 2% never sent,
+    /// plus corrections of about 1% (revision 1, submitted weeks later).
     fn reports_due(&self, month: Period) -> Vec<Report> {
         let mut out = Vec::new();
         let periods: Vec<Period> = PeriodType::ALL

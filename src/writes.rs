@@ -57,27 +57,29 @@ impl Writer {
 
     /// Records the withdrawal of the values of `keys` (unit, period, indicator).
     async fn withdraw(&self, keys: &RecordBatch, user: &str) -> PgWireResult<Receipt> {
-        let today = chrono::Utc::now().date_naive();
-        let valid = Validator::new(&self.catalog, today)
-            .validate_withdrawal(keys, "DELETE")
-            .map_err(|r| rejection_error(&r))?;
-        self.store
-            .commit(vec![(valid, Submission::now(user, "DELETE"))])
-            .await
-            .map_err(|e| match e {
-                IngestError::Rejected(r) => rejection_error(&r),
-                other => user_error(
-                    sqlstate::INTERNAL_ERROR,
-                    format!("the commit failed, nothing was written: {other}"),
-                ),
-            })
+        self.check_and_commit(keys, "DELETE", user, false).await
     }
 
     async fn submit(&self, batch: &RecordBatch, source: &str, user: &str) -> PgWireResult<Receipt> {
-        let today = chrono::Utc::now().date_naive();
-        let valid = Validator::new(&self.catalog, today)
-            .validate(batch, source)
-            .map_err(|r| rejection_error(&r))?;
+        self.check_and_commit(batch, source, user, true).await
+    }
+
+    /// Validates `batch` (values, or keys to withdraw) and commits it as one
+    /// submission by `user` from `source`.
+    async fn check_and_commit(
+        &self,
+        batch: &RecordBatch,
+        source: &str,
+        user: &str,
+        values: bool,
+    ) -> PgWireResult<Receipt> {
+        let validator = Validator::new(&self.catalog, chrono::Utc::now().date_naive());
+        let valid = if values {
+            validator.validate(batch, source)
+        } else {
+            validator.validate_withdrawal(batch, source)
+        }
+        .map_err(|r| rejection_error(&r))?;
         self.store
             .commit(vec![(valid, Submission::now(user, source))])
             .await

@@ -306,24 +306,9 @@ pub struct Indicator {
 
 impl Indicator {
     /// The level that reports this indicator in `version`: its lowest
-    /// level or, where the version has no unit of that level (no districts
-    /// after the 2025 reform), the nearest level below that exists, to which
-    /// the reform moved the abolished level's work (failing that, above).
+    /// level, or the level that took that level's work (see
+    /// [`HierarchyVersion::level_for`]).
     pub fn reporting_level(&self, version: &HierarchyVersion) -> Level {
-        let wanted = self.lowest_level;
-        if version.has_level(wanted) {
-            return wanted;
-        }
-        Level::ALL
-            .into_iter()
-            .filter(|l| *l > wanted)
-            .find(|l| version.has_level(*l))
-            .or_else(|| {
-                Level::ALL
-                    .into_iter()
-                    .rev()
-                    .find(|l| *l < wanted && version.has_level(*l))
-            })
-            .unwrap_or(wanted)
+        version.level_for(self.lowest_level)
     }
 }

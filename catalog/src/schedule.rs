@@ -99,17 +99,10 @@ impl Form {
         }
     }
 
-    /// The level that owes the form in `version`: its level or, where the
-    /// version has none (no districts after 2025-07), the nearest level below.
+    /// The level that owes the form in `version`: its level, or the level
+    /// that took that level's work (see [`HierarchyVersion::level_for`]).
     pub fn owing_level(&self, version: &HierarchyVersion) -> Level {
-        if version.has_level(self.level) {
-            return self.level;
-        }
-        Level::ALL
-            .into_iter()
-            .filter(|l| *l > self.level)
-            .find(|l| version.has_level(*l))
-            .unwrap_or(self.level)
+        version.level_for(self.level)
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use chrono::NaiveDate;
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, RecordBatch, StringArray,
 };
@@ -11,9 +10,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use crate::{Catalog, CatalogError, Level, Period, PeriodType};
 
-fn days(d: NaiveDate) -> i32 {
-    // Days since 1970-01-01, the Arrow Date32 encoding.
-    (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or(NaiveDate::MIN)).num_days() as i32
+/// Days since 1970-01-01, the Arrow Date32 encoding.
+fn days(d: chrono::NaiveDate) -> i32 {
+    datafusion::arrow::datatypes::Date32Type::from_naive_date(d)
 }
 
 fn text(name: &str, nullable: bool) -> Field {

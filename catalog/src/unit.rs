@@ -171,6 +171,27 @@ impl HierarchyVersion {
         self.levels.contains(&level)
     }
 
+    /// The level that does the work of `wanted` in this version: `wanted`
+    /// itself or, where the version has no unit of it (no districts after
+    /// the 2025 reform), the nearest level below that exists, to which the
+    /// reform moved the abolished level's work (failing that, above).
+    pub fn level_for(&self, wanted: Level) -> Level {
+        if self.has_level(wanted) {
+            return wanted;
+        }
+        Level::ALL
+            .into_iter()
+            .filter(|l| *l > wanted)
+            .find(|l| self.has_level(*l))
+            .or_else(|| {
+                Level::ALL
+                    .into_iter()
+                    .rev()
+                    .find(|l| *l < wanted && self.has_level(*l))
+            })
+            .unwrap_or(wanted)
+    }
+
     pub fn get(&self, code: &UnitCode) -> Option<&Unit> {
         self.units.get(code)
     }

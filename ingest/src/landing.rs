@@ -17,7 +17,7 @@ use baocao_catalog::Catalog;
 use chrono::Utc;
 
 use crate::error::{IngestError, Problem, Rejection, RowError};
-use crate::read::read_file;
+use crate::read::read_input;
 use crate::store::{ReportStore, Submission};
 use crate::validate::Validator;
 
@@ -138,7 +138,8 @@ impl Landing {
         };
         let key = landing_key(&name, &content);
         let today = Utc::now().date_naive();
-        let checked = read_file(path).and_then(|input| {
+        // The bytes read once serve the key and the parse.
+        let checked = read_input(&name, content).and_then(|input| {
             Validator::new(&self.catalog, today)
                 .validate_rows(&input.batch, &name, Some(&input.rows))
                 .map_err(IngestError::from)

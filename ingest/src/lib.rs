@@ -16,8 +16,6 @@ mod validate;
 
 pub use error::{IngestError, MAX_ERRORS, Problem, Rejection, RowError};
 pub use landing::{Landing, Outcome, landing_key};
-pub use read::{
-    Delimited, Input, parse_delimited, read_csv_file, read_file, read_parquet_file, to_long,
-};
+pub use read::{Delimited, Input, parse_delimited, read_file, read_input, to_long};
 pub use store::{Compaction, Receipt, ReportStore, Submission};
 pub use validate::{ValidBatch, Validator};

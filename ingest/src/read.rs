@@ -4,7 +4,6 @@
 //! Wide, as spreadsheets and ETL jobs produce it: `unit_code, period` and
 //! one column per indicator code; each non-empty cell becomes one value.
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,15 +23,13 @@ pub struct Input {
     pub rows: Vec<usize>,
 }
 
-/// Reads a whole Parquet file as one batch.
-pub fn read_parquet_file(path: &Path) -> Result<RecordBatch, IngestError> {
-    let shown = path.display().to_string();
+/// Parses a whole Parquet file's content as one batch.
+fn parse_parquet(content: Vec<u8>, source: &str) -> Result<RecordBatch, IngestError> {
     let read_err = |message: String| IngestError::Read {
-        path: shown.clone(),
+        path: source.to_string(),
         message,
     };
-    let file = File::open(path).map_err(|e| read_err(e.to_string()))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(content))
         .map_err(|e| read_err(format!("not a readable Parquet file ({e})")))?;
     let schema = builder.schema().clone();
     let reader = builder.build().map_err(|e| read_err(e.to_string()))?;
@@ -177,34 +174,34 @@ pub fn parse_delimited(
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
 }
 
-/// Reads a CSV file with a header: every column as text, empty cells NULL.
-pub fn read_csv_file(path: &Path) -> Result<RecordBatch, IngestError> {
-    let shown = path.display().to_string();
-    let data = std::fs::read(path).map_err(|e| IngestError::Read {
-        path: shown.clone(),
-        message: e.to_string(),
-    })?;
-    parse_delimited(&data, &Delimited::csv_file(), None, &shown)
-}
-
 /// Reads a `.parquet` or `.csv` file into the long layout.
 pub fn read_file(path: &Path) -> Result<Input, IngestError> {
     let shown = path.display().to_string();
-    let ext = path
+    let content = std::fs::read(path).map_err(|e| IngestError::Read {
+        path: shown.clone(),
+        message: e.to_string(),
+    })?;
+    read_input(&shown, content)
+}
+
+/// Brings the content of a `.parquet` or `.csv` file called `name` into
+/// the long layout (for a caller that already holds the bytes).
+pub fn read_input(name: &str, content: Vec<u8>) -> Result<Input, IngestError> {
+    let ext = Path::new(name)
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_lowercase);
     let batch = match ext.as_deref() {
-        Some("parquet") => read_parquet_file(path)?,
-        Some("csv") => read_csv_file(path)?,
+        Some("parquet") => parse_parquet(content, name)?,
+        Some("csv") => parse_delimited(&content, &Delimited::csv_file(), None, name)?,
         _ => {
             return Err(IngestError::Read {
-                path: shown,
+                path: name.to_string(),
                 message: "only .parquet and .csv files are read".into(),
             });
         }
     };
-    Ok(to_long(&batch, &shown)?)
+    Ok(to_long(&batch, name)?)
 }
 
 fn numbers(

@@ -134,8 +134,9 @@ pub fn all(catalog: Arc<Catalog>) -> Vec<ScalarUDF> {
     .collect()
 }
 
-fn days(d: NaiveDate) -> i32 {
-    (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
+/// Days since 1970-01-01, the Arrow Date32 encoding.
+fn days(d: chrono::NaiveDate) -> i32 {
+    datafusion::arrow::datatypes::Date32Type::from_naive_date(d)
 }
 
 impl CatalogFunction {

@@ -83,11 +83,13 @@ pub struct Rollup {
     reports: Arc<dyn TableProvider>,
     frame: Frame,
     schema: SchemaRef,
+    index: HashMap<usize, VersionIndex>,
 }
 
 impl Rollup {
     pub fn new(catalog: Arc<Catalog>, reports: Arc<dyn TableProvider>, frame: Frame) -> Self {
         Rollup {
+            index: version_index(&catalog),
             catalog,
             reports,
             frame,
@@ -225,7 +227,7 @@ impl TableProvider for Rollup {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let wanted = Wanted::from_filters(filters);
-        let engine = Engine::new(&self.catalog, self.frame);
+        let engine = Engine::new(&self.catalog, self.frame, &self.index);
         let plan = engine.plan(&wanted);
         let data = self.fetch(state, &plan).await?;
         let batch = engine.compute(&wanted, &plan, &data)?;
@@ -309,6 +311,7 @@ struct FetchPlan {
 }
 
 /// Which units of a frame version contribute to which target unit.
+#[derive(Debug)]
 struct VersionIndex {
     /// For each level: unit -> the units of that level under it (or itself).
     under: HashMap<Level, HashMap<String, Vec<String>>>,
@@ -317,30 +320,37 @@ struct VersionIndex {
 struct Engine<'a> {
     catalog: &'a Catalog,
     frame: Frame,
-    index: HashMap<usize, VersionIndex>,
+    index: &'a HashMap<usize, VersionIndex>,
 }
 
+/// Per hierarchy version, which units sit under which: built once per
+/// table, not per query.
+fn version_index(catalog: &Catalog) -> HashMap<usize, VersionIndex> {
+    let mut index = HashMap::new();
+    for (i, v) in catalog.hierarchies().versions().iter().enumerate() {
+        let mut under: HashMap<Level, HashMap<String, Vec<String>>> = HashMap::new();
+        for u in v.units() {
+            for a in v.ancestors(&u.code) {
+                under
+                    .entry(u.level)
+                    .or_default()
+                    .entry(a.code.to_string())
+                    .or_default()
+                    .push(u.code.to_string());
+            }
+        }
+        index.insert(i, VersionIndex { under });
+    }
+    index
+}
+
+/// Days since 1970-01-01, the Arrow Date32 encoding.
 fn days(d: chrono::NaiveDate) -> i32 {
-    (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
+    datafusion::arrow::datatypes::Date32Type::from_naive_date(d)
 }
 
 impl<'a> Engine<'a> {
-    fn new(catalog: &'a Catalog, frame: Frame) -> Self {
-        let mut index = HashMap::new();
-        for (i, v) in catalog.hierarchies().versions().iter().enumerate() {
-            let mut under: HashMap<Level, HashMap<String, Vec<String>>> = HashMap::new();
-            for u in v.units() {
-                for a in v.ancestors(&u.code) {
-                    under
-                        .entry(u.level)
-                        .or_default()
-                        .entry(a.code.to_string())
-                        .or_default()
-                        .push(u.code.to_string());
-                }
-            }
-            index.insert(i, VersionIndex { under });
-        }
+    fn new(catalog: &'a Catalog, frame: Frame, index: &'a HashMap<usize, VersionIndex>) -> Self {
         Engine {
             catalog,
             frame,

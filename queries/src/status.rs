@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use baocao_catalog::report::{INDICATOR_CODE, PERIOD, SUBMITTED_AT, UNIT_CODE, WITHDRAWN};
 use baocao_catalog::{Catalog, Form, Period};
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, Offset, Utc};
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
@@ -117,14 +117,14 @@ impl Status {
 /// Per (unit, period, indicator): first and last submission time (µs).
 type Arrivals = HashMap<(String, String), BTreeMap<String, (i64, i64)>>;
 
-fn days(d: NaiveDate) -> i32 {
-    (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
+/// Days since 1970-01-01, the Arrow Date32 encoding.
+fn days(d: chrono::NaiveDate) -> i32 {
+    datafusion::arrow::datatypes::Date32Type::from_naive_date(d)
 }
 
 /// Hanoi's clock, for judging deadlines.
 fn hanoi() -> FixedOffset {
-    FixedOffset::east_opt(7 * 3600)
-        .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"))
+    FixedOffset::east_opt(7 * 3600).unwrap_or_else(|| Utc.fix())
 }
 
 #[async_trait]

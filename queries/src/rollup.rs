@@ -60,6 +60,7 @@ const C_LEVEL: &str = "unit_level";
 const C_PERIOD: &str = "period";
 const C_PTYPE: &str = "period_type";
 const C_INDICATOR: &str = "indicator_code";
+const FILTERABLE: [&str; 5] = [C_UNIT, C_LEVEL, C_PERIOD, C_PTYPE, C_INDICATOR];
 
 pub fn rollup_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -106,7 +107,7 @@ pub(crate) struct Wanted {
 
 impl Wanted {
     fn from_filters(filters: &[Expr]) -> Wanted {
-        Self::from_filters_on(filters, &[C_UNIT, C_LEVEL, C_PERIOD, C_PTYPE, C_INDICATOR])
+        Self::from_filters_on(filters, &FILTERABLE)
     }
 
     /// The values `filters` allow for each of `columns`.
@@ -155,8 +156,23 @@ fn filter_column(e: &Expr, columns: &[&'static str]) -> Option<&'static str> {
     columns.iter().copied().find(|c| *c == name)
 }
 
-fn column_values(e: &Expr) -> Option<(&'static str, Vec<String>)> {
-    column_values_for(e, &[C_UNIT, C_LEVEL, C_PERIOD, C_PTYPE, C_INDICATOR])
+/// The pushdown answer of a table that reads `col = 'x'` / `col IN (...)`
+/// filters on `columns` to narrow its work: inexact, since DataFusion still
+/// applies them; any other filter is left to DataFusion.
+pub(crate) fn narrowing(
+    filters: &[&Expr],
+    columns: &[&'static str],
+) -> Vec<TableProviderFilterPushDown> {
+    filters
+        .iter()
+        .map(|f| {
+            if column_values_for(f, columns).is_some() {
+                TableProviderFilterPushDown::Inexact
+            } else {
+                TableProviderFilterPushDown::Unsupported
+            }
+        })
+        .collect()
 }
 
 /// `col = 'x'`, `'x' = col` or `col IN ('x', 'y')` on one of `columns`.
@@ -206,17 +222,7 @@ impl TableProvider for Rollup {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Inexact: we use them to narrow the work, DataFusion still applies them.
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if column_values(f).is_some() {
-                    TableProviderFilterPushDown::Inexact
-                } else {
-                    TableProviderFilterPushDown::Unsupported
-                }
-            })
-            .collect())
+        Ok(narrowing(filters, &FILTERABLE))
     }
 
     async fn scan(
@@ -819,9 +825,9 @@ mod tests {
         );
         // Unconstrained columns allow everything.
         assert!(w.allows(C_LEVEL, "ward"));
-        assert!(column_values(&col("value").gt(lit(3.0))).is_none());
+        assert!(column_values_for(&col("value").gt(lit(3.0)), &FILTERABLE).is_none());
         assert!(
-            column_values(&in_list(col(C_UNIT), vec![lit("001")], true)).is_none(),
+            column_values_for(&in_list(col(C_UNIT), vec![lit("001")], true), &FILTERABLE).is_none(),
             "NOT IN is not a constraint"
         );
     }

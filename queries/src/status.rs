@@ -31,7 +31,7 @@ use datafusion::functions_aggregate::expr_fn::{max, min};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown, col, lit};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
-use crate::rollup::{Wanted, column_values_for};
+use crate::rollup::{Wanted, narrowing};
 
 /// Which of the two tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,16 +141,7 @@ impl TableProvider for Status {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if column_values_for(f, &FILTER_COLUMNS).is_some() {
-                    TableProviderFilterPushDown::Inexact
-                } else {
-                    TableProviderFilterPushDown::Unsupported
-                }
-            })
-            .collect())
+        Ok(narrowing(filters, &FILTER_COLUMNS))
     }
 
     async fn scan(

@@ -7,6 +7,7 @@
 mod cli;
 mod demo;
 mod ingest_files;
+mod postgres;
 mod server;
 mod sqlstate;
 mod warehouse;

@@ -30,9 +30,10 @@ use tokio::net::TcpListener;
 use baocao_catalog::Catalog;
 use baocao_ingest::ReportStore;
 
+use crate::postgres;
 use crate::sqlstate;
 use crate::warehouse::Warehouse;
-use crate::writes::{CopyIn, WriteHook, Writer};
+use crate::writes::{CopyIn, TransactionHook, WriteHook, Writer};
 
 /// The database name clients see (`current_database()`, psql's `\l`).
 pub const DATABASE: &str = "baocao";
@@ -52,7 +53,9 @@ pub async fn engine(warehouse: &Warehouse) -> Result<Engine> {
     let config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema(DATABASE, SCHEMA)
-        .with_create_default_catalog_and_schema(true);
+        .with_create_default_catalog_and_schema(true)
+        // `timestamptz` is a timestamp in UTC, as the reports' times are.
+        .set_str("datafusion.execution.time_zone", "UTC");
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
@@ -67,6 +70,7 @@ pub async fn engine(warehouse: &Warehouse) -> Result<Engine> {
     let writer = Arc::new(Writer::new(catalog.clone(), store.clone()));
     datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
         .map_err(|e| anyhow::anyhow!("cannot set up pg_catalog: {e}"))?;
+    postgres::register(&ctx);
     Ok(Engine {
         ctx: Arc::new(ctx),
         writer,
@@ -118,7 +122,7 @@ impl ErrorHandler for Errors {
 
 /// The pgwire handlers of one server.
 struct Handlers {
-    session: Arc<DfSessionService>,
+    session: Arc<postgres::Session>,
     copy: Arc<CopyIn>,
     startup: Arc<Startup>,
     cancel: Arc<DefaultCancelHandler>,
@@ -159,15 +163,24 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let Engine { ctx, writer, .. } = engine;
+    // The transaction hooks come first: a failed block refuses every other
+    // statement until it ends.
+    // PostgreSQL's SELECT comes last: it answers every query the others
+    // leave.
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
+        Arc::new(TransactionHook::new(writer.clone())),
+        Arc::new(TransactionStatementHook),
         Arc::new(WriteHook::new(writer.clone())),
         Arc::new(CursorStatementHook),
+        Arc::new(postgres::SettingsHook),
         Arc::new(SetShowHook),
-        Arc::new(TransactionStatementHook),
+        Arc::new(postgres::SelectHook),
     ];
     let connections = Arc::new(ConnectionManager::new());
     let handlers = Arc::new(Handlers {
-        session: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+        session: Arc::new(postgres::Session::new(DfSessionService::new_with_hooks(
+            ctx, hooks,
+        ))),
         copy: Arc::new(CopyIn::new(writer)),
         startup: Arc::new(Startup {
             connections: connections.clone(),

@@ -1,6 +1,7 @@
 //! Writes over the Postgres protocol: `INSERT INTO reports ...` and
 //! `COPY reports FROM STDIN`, both through the one validator and one atomic
-//! commit per statement; every other write or DDL statement is refused.
+//! commit per statement — or per transaction block, at its COMMIT; every
+//! other write or DDL statement is refused.
 //!
 //! `submitted_by` is the connected user and `submitted_at` the commit time;
 //! a client cannot set them. An invalid row refuses the whole statement
@@ -14,17 +15,22 @@ use baocao_catalog::Catalog;
 use baocao_catalog::report::{INDICATOR_CODE, PERIOD, UNIT_CODE, VALUE};
 use baocao_ingest::{
     Delimited, IngestError, Problem, Receipt, Rejection, ReportStore, RowError, Submission,
-    Validator, parse_delimited, to_long,
+    ValidBatch, Validator, parse_delimited, to_long,
 };
 use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch};
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::ParamValues;
+use datafusion::common::TableReference;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::logical_expr::{Cast, Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{
+    Cast, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, WriteOp,
+};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, FromTable,
+    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, FromTable, Ident,
     ObjectName, Statement, TableFactor, TableObject,
 };
 use datafusion_postgres::hooks::{HookClient, QueryHook};
@@ -35,6 +41,7 @@ use pgwire::api::{ClientInfo, METADATA_USER};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::response::TransactionStatus;
 
 use crate::sqlstate;
 
@@ -55,24 +62,36 @@ impl Writer {
         Writer { catalog, store }
     }
 
-    /// Records the withdrawal of the values of `keys` (unit, period, indicator).
-    async fn withdraw(&self, keys: &RecordBatch, user: &str) -> PgWireResult<Receipt> {
-        self.check_and_commit(keys, "DELETE", user, false).await
+    /// Records the withdrawal of the values of `keys` (unit, period,
+    /// indicator); returns the number of keys.
+    async fn withdraw(
+        &self,
+        client: &(dyn ClientInfo + Send + Sync),
+        keys: &RecordBatch,
+    ) -> PgWireResult<usize> {
+        self.write(client, keys, "DELETE", false).await
     }
 
-    async fn submit(&self, batch: &RecordBatch, source: &str, user: &str) -> PgWireResult<Receipt> {
-        self.check_and_commit(batch, source, user, true).await
+    /// Submits the values of `batch`; returns the number of rows.
+    async fn submit(
+        &self,
+        client: &(dyn ClientInfo + Send + Sync),
+        batch: &RecordBatch,
+        source: &str,
+    ) -> PgWireResult<usize> {
+        self.write(client, batch, source, true).await
     }
 
     /// Validates `batch` (values, or keys to withdraw) and commits it as one
-    /// submission by `user` from `source`.
-    async fn check_and_commit(
+    /// submission by the connected user from `source` — or, inside a
+    /// transaction block, keeps it for the block's COMMIT.
+    async fn write(
         &self,
+        client: &(dyn ClientInfo + Send + Sync),
         batch: &RecordBatch,
         source: &str,
-        user: &str,
         values: bool,
-    ) -> PgWireResult<Receipt> {
+    ) -> PgWireResult<usize> {
         let validator = Validator::new(&self.catalog, chrono::Utc::now().date_naive());
         let valid = if values {
             validator.validate(batch, source)
@@ -80,17 +99,119 @@ impl Writer {
             validator.validate_withdrawal(batch, source)
         }
         .map_err(|r| rejection_error(&r))?;
-        self.store
-            .commit(vec![(valid, Submission::now(user, source))])
-            .await
-            .map_err(|e| match e {
-                IngestError::Rejected(r) => rejection_error(&r),
-                other => user_error(
-                    sqlstate::INTERNAL_ERROR,
-                    format!("the commit failed, nothing was written: {other}"),
-                ),
-            })
+        let rows = valid.len();
+        if client.transaction_status() == TransactionStatus::Transaction {
+            open_transaction(client).push(valid, source);
+            return Ok(rows);
+        }
+        let user = user_of(client);
+        self.commit(vec![(valid, Submission::now(user, source))])
+            .await?;
+        Ok(rows)
     }
+
+    /// Commits what the connection's transaction block wrote, as one atomic
+    /// commit: the net effect of its statements in order (see
+    /// `ValidBatch::net_effect`). Nothing to do when it wrote nothing.
+    pub async fn commit_transaction(
+        &self,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> PgWireResult<()> {
+        let (batches, sources) = open_transaction(client).take();
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let user = user_of(client);
+        let source = sources.join("+");
+        let submissions = ValidBatch::net_effect(batches)
+            .into_iter()
+            .map(|b| (b, Submission::now(user.as_str(), source.as_str())))
+            .collect();
+        self.commit(submissions).await.map(|_| ())
+    }
+
+    /// Forgets what the connection's transaction block wrote.
+    pub fn rollback_transaction(&self, client: &(dyn ClientInfo + Send + Sync)) {
+        open_transaction(client).take();
+    }
+
+    async fn commit(&self, submissions: Vec<(ValidBatch, Submission)>) -> PgWireResult<Receipt> {
+        self.store.commit(submissions).await.map_err(|e| match e {
+            IngestError::Rejected(r) => rejection_error(&r),
+            other => user_error(
+                sqlstate::INTERNAL_ERROR,
+                format!("the commit failed, nothing was written: {other}"),
+            ),
+        })
+    }
+}
+
+/// The writes of a connection's open transaction block, kept in the
+/// connection's session until COMMIT (written) or ROLLBACK (forgotten); they
+/// go with the connection if it ends first.
+#[derive(Default)]
+struct OpenTransaction(Mutex<Staged>);
+
+#[derive(Default)]
+struct Staged {
+    batches: Vec<ValidBatch>,
+    sources: Vec<String>,
+    /// Savepoints by name, with the number of batches written before each.
+    savepoints: Vec<(String, usize)>,
+}
+
+impl OpenTransaction {
+    fn push(&self, batch: ValidBatch, source: &str) {
+        if let Ok(mut open) = self.0.lock() {
+            open.batches.push(batch);
+            if !open.sources.iter().any(|s| s == source) {
+                open.sources.push(source.to_string());
+            }
+        }
+    }
+
+    fn take(&self) -> (Vec<ValidBatch>, Vec<String>) {
+        self.0
+            .lock()
+            .map(|mut open| {
+                let open = std::mem::take(&mut *open);
+                (open.batches, open.sources)
+            })
+            .unwrap_or_default()
+    }
+
+    fn savepoint(&self, name: &str) {
+        if let Ok(mut open) = self.0.lock() {
+            let at = open.batches.len();
+            open.savepoints.push((name.to_string(), at));
+        }
+    }
+
+    /// Forgets the savepoint `name` and those after it (RELEASE), and with
+    /// `undo` the writes made since (ROLLBACK TO, which keeps the
+    /// savepoint). False when there is no such savepoint.
+    fn back_to(&self, name: &str, undo: bool) -> bool {
+        let Ok(mut open) = self.0.lock() else {
+            return false;
+        };
+        let Some(i) = open.savepoints.iter().rposition(|(n, _)| n == name) else {
+            return false;
+        };
+        let at = open.savepoints[i].1;
+        if undo {
+            open.savepoints.truncate(i + 1);
+            open.batches.truncate(at);
+        } else {
+            open.savepoints.truncate(i);
+        }
+        true
+    }
+}
+
+fn open_transaction(client: &(impl ClientInfo + ?Sized)) -> Arc<OpenTransaction> {
+    client
+        .session_extensions()
+        .get_or_insert_with(OpenTransaction::default)
 }
 
 fn user_error(code: &str, message: String) -> PgWireError {
@@ -216,14 +337,16 @@ impl WriteHook {
     }
 
     /// Withdraws the current values of `keys`; `DELETE n` with n the count.
-    async fn withdraw_keys(&self, keys: &RecordBatch, user: &str) -> PgWireResult<Response> {
+    async fn withdraw_keys(
+        &self,
+        client: &(dyn ClientInfo + Send + Sync),
+        keys: &RecordBatch,
+    ) -> PgWireResult<Response> {
         if keys.num_rows() == 0 {
             return Ok(Response::Execution(Tag::new("DELETE").with_rows(0)));
         }
-        let receipt = self.writer.withdraw(keys, user).await?;
-        Ok(Response::Execution(
-            Tag::new("DELETE").with_rows(receipt.rows),
-        ))
+        let rows = self.writer.withdraw(client, keys).await?;
+        Ok(Response::Execution(Tag::new("DELETE").with_rows(rows)))
     }
 
     /// Plans the rows of `INSERT INTO reports ...`, with each `$n` in a
@@ -463,10 +586,9 @@ impl QueryHook for WriteHook {
             let result = async {
                 let (plan, targets) = self.plan_rows(statement, ctx).await?;
                 let rows = as_reports_batch(&collect_plan(ctx, plan).await?, &targets)?;
-                let user = user_of(&*client);
-                let receipt = self.writer.submit(&rows, "INSERT", &user).await?;
+                let rows = self.writer.submit(&*client, &rows, "INSERT").await?;
                 Ok(Response::Execution(
-                    Tag::new("INSERT").with_oid(0).with_rows(receipt.rows),
+                    Tag::new("INSERT").with_oid(0).with_rows(rows),
                 ))
             }
             .await;
@@ -483,7 +605,7 @@ impl QueryHook for WriteHook {
                     .await
                     .map_err(df_error)?;
                 let keys = collect_plan(ctx, plan).await?;
-                self.withdraw_keys(&keys, &user_of(&*client)).await
+                self.withdraw_keys(&*client, &keys).await
             }
             .await;
             return Some(result);
@@ -498,15 +620,23 @@ impl QueryHook for WriteHook {
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
         if insert_target(statement) == Some(true) {
-            return Some(self.plan_rows(statement, ctx).await.map(|(plan, _)| plan));
+            let plan = self.plan_rows(statement, ctx).await.map(|(plan, _)| plan);
+            return Some(match plan {
+                Ok(plan) => as_write(ctx, WriteOp::Insert(InsertOp::Append), plan).await,
+                Err(e) => Err(e),
+            });
         }
         if let Some(sql) = delete_keys_sql(statement) {
-            return Some(match sql {
+            let plan = match sql {
                 Ok(sql) => ctx
                     .state()
                     .create_logical_plan(&sql)
                     .await
                     .map_err(df_error),
+                Err(e) => Err(e),
+            };
+            return Some(match plan {
+                Ok(plan) => as_write(ctx, WriteOp::Delete, plan).await,
                 Err(e) => Err(e),
             });
         }
@@ -531,12 +661,11 @@ impl QueryHook for WriteHook {
         }
         if delete_keys_sql(statement).is_some() {
             let result = async {
-                let plan = logical_plan
-                    .clone()
+                let plan = written_rows(logical_plan)
                     .replace_params_with_values(params)
                     .map_err(df_error)?;
                 let keys = collect_plan(ctx, plan).await?;
-                self.withdraw_keys(&keys, &user_of(&*client)).await
+                self.withdraw_keys(&*client, &keys).await
             }
             .await;
             return Some(result);
@@ -550,19 +679,154 @@ impl QueryHook for WriteHook {
             };
             let names: Vec<String> = insert.columns.iter().map(|c| c.to_string()).collect();
             let targets = target_columns(&names)?;
-            let plan = logical_plan
-                .clone()
+            let plan = written_rows(logical_plan)
                 .replace_params_with_values(params)
                 .map_err(df_error)?;
             let rows = as_reports_batch(&collect_plan(ctx, plan).await?, &targets)?;
-            let user = user_of(&*client);
-            let receipt = self.writer.submit(&rows, "INSERT", &user).await?;
+            let rows = self.writer.submit(&*client, &rows, "INSERT").await?;
             Ok(Response::Execution(
-                Tag::new("INSERT").with_oid(0).with_rows(receipt.rows),
+                Tag::new("INSERT").with_oid(0).with_rows(rows),
             ))
         }
         .await;
         Some(result)
+    }
+}
+
+/// Makes COMMIT and ROLLBACK meaningful for writes: a transaction block's
+/// INSERT, COPY and DELETE statements are validated as they come and kept
+/// (see `Writer::write`); COMMIT writes them in one atomic commit, ROLLBACK
+/// (or a COMMIT of a failed block) forgets them. The response itself, and
+/// the block's state, are left to datafusion-postgres' transaction hook,
+/// which runs after this one.
+pub struct TransactionHook {
+    writer: Arc<Writer>,
+}
+
+impl TransactionHook {
+    pub fn new(writer: Arc<Writer>) -> Self {
+        TransactionHook { writer }
+    }
+
+    async fn end(
+        &self,
+        statement: &Statement,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<Response>> {
+        let in_block = client.transaction_status() != TransactionStatus::Idle;
+        let no_savepoint = |name: &Ident| {
+            user_error(
+                "3B001",
+                format!("savepoint \"{}\" does not exist", name.value),
+            )
+        };
+        match statement {
+            Statement::Savepoint { .. } | Statement::ReleaseSavepoint { .. } if !in_block => {
+                Some(Err(user_error(
+                    "25P01",
+                    format!("{statement} can only be used in transaction blocks"),
+                )))
+            }
+            Statement::Rollback {
+                savepoint: Some(_), ..
+            } if !in_block => Some(Err(user_error(
+                "25P01",
+                "ROLLBACK TO SAVEPOINT can only be used in transaction blocks".into(),
+            ))),
+            Statement::Savepoint { name } => {
+                open_transaction(client).savepoint(&name.value);
+                Some(Ok(Response::Execution(Tag::new("SAVEPOINT"))))
+            }
+            Statement::ReleaseSavepoint { name } => {
+                Some(if open_transaction(client).back_to(&name.value, false) {
+                    Ok(Response::Execution(Tag::new("RELEASE")))
+                } else {
+                    Err(no_savepoint(name))
+                })
+            }
+            // Rolling back to a savepoint cannot clear a failed block:
+            // pgwire keeps a failed block failed until it ends.
+            Statement::Rollback {
+                savepoint: Some(name),
+                ..
+            } => Some(if open_transaction(client).back_to(&name.value, true) {
+                Ok(Response::Execution(Tag::new("ROLLBACK")))
+            } else {
+                Err(no_savepoint(name))
+            }),
+            Statement::Commit { .. }
+                if client.transaction_status() == TransactionStatus::Transaction =>
+            {
+                // A failed COMMIT has written nothing and forgotten the
+                // block's writes; the client sees the error and rolls back.
+                self.writer.commit_transaction(client).await.err().map(Err)
+            }
+            Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::StartTransaction { .. } => {
+                self.writer.rollback_transaction(client);
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl QueryHook for TransactionHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.end(statement, &*client).await
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        _statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        None
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _logical_plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.end(statement, &*client).await
+    }
+}
+
+/// Wraps the rows a write takes (values to insert, keys to withdraw) in a
+/// DML node, so that a client describing the prepared statement learns that
+/// it returns no rows (pgjdbc refuses an update that does); the rows are
+/// taken out again to execute (`written_rows`).
+async fn as_write(
+    ctx: &SessionContext,
+    op: WriteOp,
+    rows: LogicalPlan,
+) -> PgWireResult<LogicalPlan> {
+    let table = ctx.table_provider("reports").await.map_err(df_error)?;
+    Ok(LogicalPlan::Dml(DmlStatement::new(
+        TableReference::bare("reports"),
+        provider_as_source(table),
+        op,
+        Arc::new(rows),
+    )))
+}
+
+/// The rows of a write planned by `as_write`.
+fn written_rows(plan: &LogicalPlan) -> LogicalPlan {
+    match plan {
+        LogicalPlan::Dml(dml) => dml.input.as_ref().clone(),
+        other => other.clone(),
     }
 }
 
@@ -857,13 +1121,8 @@ impl CopyHandler for CopyIn {
             ));
         };
         let batch = parse_copy(&state).map_err(|r| rejection_error(&r))?;
-        let user = client
-            .metadata()
-            .get(METADATA_USER)
-            .cloned()
-            .unwrap_or_else(|| "unknown".into());
-        let receipt = self.writer.submit(&batch, "COPY", &user).await?;
-        let tag = Tag::new("COPY").with_rows(receipt.rows);
+        let rows = self.writer.submit(&*client, &batch, "COPY").await?;
+        let tag = Tag::new("COPY").with_rows(rows);
         client
             .send(PgWireBackendMessage::CommandComplete(tag.into()))
             .await?;

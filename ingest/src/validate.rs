@@ -12,7 +12,7 @@ use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::DataType;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::error::{MAX_ERRORS, Problem, Rejection, RowError};
 
@@ -39,13 +39,7 @@ impl ValidBatch {
     /// Joins several valid batches into one, checking that no key repeats
     /// across them (one commit must not hold two values for one key).
     pub fn concat(batches: Vec<(String, ValidBatch)>) -> Result<ValidBatch, Rejection> {
-        let mut out = ValidBatch {
-            unit_code: Vec::new(),
-            period: Vec::new(),
-            indicator_code: Vec::new(),
-            value: Vec::new(),
-            withdrawn: false,
-        };
+        let mut out = ValidBatch::empty(false);
         let mut seen = HashSet::new();
         for (source, b) in batches {
             for i in 0..b.len() {
@@ -76,6 +70,56 @@ impl ValidBatch {
             out.value.extend(b.value);
         }
         Ok(out)
+    }
+
+    /// The net effect of `batches` applied in order, as at most two batches
+    /// with disjoint keys: the values that stand and the withdrawals that
+    /// stand. A key's last batch decides (a later value corrects an earlier
+    /// one; a later withdrawal removes it), so the result can be committed
+    /// at once without depending on the order of its rows.
+    pub fn net_effect(batches: Vec<ValidBatch>) -> Vec<ValidBatch> {
+        let mut last: HashMap<(String, String, String), (usize, bool, f64)> = HashMap::new();
+        let mut order = 0usize;
+        for b in &batches {
+            for i in 0..b.len() {
+                let key = (
+                    b.unit_code[i].clone(),
+                    b.period[i].clone(),
+                    b.indicator_code[i].clone(),
+                );
+                last.insert(key, (order, b.withdrawn, b.value[i]));
+                order += 1;
+            }
+        }
+        let mut rows: Vec<_> = last.into_iter().collect();
+        rows.sort_by_key(|(_, (order, _, _))| *order);
+        let mut values = ValidBatch::empty(false);
+        let mut withdrawals = ValidBatch::empty(true);
+        for ((unit, period, indicator), (_, withdrawn, value)) in rows {
+            let out = if withdrawn {
+                &mut withdrawals
+            } else {
+                &mut values
+            };
+            out.unit_code.push(unit);
+            out.period.push(period);
+            out.indicator_code.push(indicator);
+            out.value.push(value);
+        }
+        [values, withdrawals]
+            .into_iter()
+            .filter(|b| !b.is_empty())
+            .collect()
+    }
+
+    fn empty(withdrawn: bool) -> ValidBatch {
+        ValidBatch {
+            unit_code: Vec::new(),
+            period: Vec::new(),
+            indicator_code: Vec::new(),
+            value: Vec::new(),
+            withdrawn,
+        }
     }
 }
 
@@ -450,4 +494,36 @@ fn check_value(indicator: &Indicator, v: f64) -> Option<String> {
         return Some(format!("value {v} of '{code}' is above its maximum {max}"));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(rows: &[(&str, f64)], withdrawn: bool) -> ValidBatch {
+        let mut b = ValidBatch::empty(withdrawn);
+        for (unit, value) in rows {
+            b.unit_code.push(unit.to_string());
+            b.period.push("2025-06".to_string());
+            b.indicator_code.push("births".to_string());
+            b.value.push(*value);
+        }
+        b
+    }
+
+    #[test]
+    fn the_last_write_of_a_key_stands() {
+        let net = ValidBatch::net_effect(vec![
+            batch(&[("00001", 1.0), ("00004", 2.0), ("00006", 3.0)], false),
+            batch(&[("00004", 0.0)], true),
+            batch(&[("00001", 10.0)], false),
+        ]);
+        assert_eq!(net.len(), 2);
+        assert!(!net[0].withdrawn);
+        assert_eq!(net[0].unit_code, ["00006", "00001"]);
+        assert_eq!(net[0].value, [3.0, 10.0]);
+        assert!(net[1].withdrawn);
+        assert_eq!(net[1].unit_code, ["00004"]);
+        assert!(ValidBatch::net_effect(vec![]).is_empty());
+    }
 }

@@ -8,6 +8,7 @@ mod support;
 
 mod catalog_tables;
 mod cli_errors;
+mod clients;
 mod corpus;
 mod crash;
 mod demo;

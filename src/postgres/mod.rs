@@ -1,0 +1,15 @@
+//! What PostgreSQL clients expect of a server beyond what DataFusion and
+//! datafusion-postgres give: session settings (`SET`/`SHOW`/`RESET`,
+//! `DISCARD`, `DEALLOCATE`, `current_setting`), PostgreSQL's result column
+//! names, `version()` that reads like PostgreSQL's, and the parameter types
+//! drivers bind by.
+
+mod functions;
+mod select;
+mod session;
+mod settings;
+
+pub use functions::register;
+pub use select::SelectHook;
+pub use session::Session;
+pub use settings::SettingsHook;

@@ -1,0 +1,521 @@
+//! Queries answered the way PostgreSQL answers them, where DataFusion's
+//! planner differs in ways clients notice:
+//!
+//! - result columns are named as PostgreSQL names them (`count`, not
+//!   `count(*)`; `?column?` for an unnamed expression), and two result
+//!   columns may share a name;
+//! - `current_setting(name)`, `set_config(name, value, is_local)` and
+//!   `pg_backend_pid()` read and change this session;
+//! - a `$n` in `LIMIT`/`OFFSET` is a bigint, so drivers that bind by the
+//!   server's parameter types (asyncpg) send a number.
+//!
+//! The hook runs last, after every hook that handles its own statements.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, ParamValues};
+use datafusion::logical_expr::expr::Placeholder;
+use datafusion::logical_expr::{Expr as DfExpr, Filter, LogicalPlan, Projection, lit};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{
+    self, DataType as SqlType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Query,
+    SelectItem, SetExpr, Statement, Value, visit_expressions_mut,
+};
+use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use pgwire::api::ClientInfo;
+use pgwire::api::portal::Format;
+use pgwire::api::results::Response;
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::types::format::FormatOptions;
+
+use super::settings;
+
+/// The metadata key where datafusion-postgres keeps `statement_timeout`.
+const STATEMENT_TIMEOUT_MS: &str = "statement_timeout_ms";
+
+pub struct SelectHook;
+
+fn df_error(e: datafusion::error::DataFusionError) -> PgWireError {
+    PgWireError::ApiError(Box::new(e))
+}
+
+fn user_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        code.to_string(),
+        message,
+    )))
+}
+
+impl SelectHook {
+    /// Plans `statement` with PostgreSQL's names, session functions and
+    /// parameter types.
+    async fn plan(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> PgWireResult<LogicalPlan> {
+        let mut statement = statement.clone();
+        let renames = name_columns(&mut statement);
+        substitute_session_functions(&mut statement, client)?;
+        let plan = ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+            .await
+            .map_err(df_error)?;
+        let plan = type_limit_placeholders(plan).map_err(df_error)?;
+        let plan = keep_parameter_positions(plan).map_err(df_error)?;
+        Ok(rename_outputs(plan, &renames))
+    }
+}
+
+/// Applies the `set_config(name, value, false)` calls of a query to the
+/// session (their values were substituted when it was planned).
+async fn apply_set_config(statement: &Statement, client: &mut dyn HookClient) -> PgWireResult<()> {
+    let mut changes = Vec::new();
+    let mut statement = statement.clone();
+    let _ = visit_expressions_mut(&mut statement, |e| {
+        if let Some(("set_config", args)) = call(e)
+            && let [Some(name), Some(value), ..] = args.as_slice()
+        {
+            changes.push((name.clone(), value.clone()));
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    for (name, value) in changes {
+        settings::set(client, &name, &value).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl QueryHook for SelectHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if !matches!(statement, Statement::Query(_)) {
+            return None;
+        }
+        let result = async {
+            let plan = self.plan(statement, ctx, &*client).await?;
+            apply_set_config(statement, client).await?;
+            let timeout = client
+                .metadata()
+                .get(STATEMENT_TIMEOUT_MS)
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .map(std::time::Duration::from_millis);
+            let df = match timeout {
+                Some(t) => tokio::time::timeout(t, ctx.execute_logical_plan(plan))
+                    .await
+                    .map_err(|_| {
+                        user_error(
+                            "57014",
+                            "canceling statement due to statement timeout".into(),
+                        )
+                    })?,
+                None => ctx.execute_logical_plan(plan).await,
+            }
+            .map_err(df_error)?;
+            let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+            let response = encode_dataframe(df, &Format::UnifiedText, Some(options)).await?;
+            Ok(Response::Query(response))
+        }
+        .await;
+        Some(result)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        if !matches!(statement, Statement::Query(_)) {
+            return None;
+        }
+        Some(self.plan(statement, ctx, client).await)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _logical_plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if matches!(statement, Statement::Query(_))
+            && let Err(e) = apply_set_config(statement, client).await
+        {
+            return Some(Err(e));
+        }
+        // datafusion-postgres runs the plan made at Parse.
+        None
+    }
+}
+
+/// The function a call expression names (lower case, without schema) and
+/// its arguments where they are literal text.
+fn call(e: &Expr) -> Option<(&'static str, Vec<Option<String>>)> {
+    let Expr::Function(f) = e else { return None };
+    let name = f.name.0.last()?.as_ident()?.value.to_lowercase();
+    let name = [
+        "current_setting",
+        "set_config",
+        "pg_backend_pid",
+        "session_user",
+        "current_user",
+    ]
+    .into_iter()
+    .find(|n| *n == name)?;
+    let args = match &f.args {
+        FunctionArguments::List(list) => list
+            .args
+            .iter()
+            .map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => match &v.value {
+                    Value::SingleQuotedString(s) => Some(s.clone()),
+                    Value::Boolean(b) => Some(b.to_string()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect(),
+        FunctionArguments::None => Vec::new(),
+        FunctionArguments::Subquery(_) => return None,
+    };
+    Some((name, args))
+}
+
+fn text(value: Option<String>) -> Expr {
+    match value {
+        Some(v) => Expr::Value(Value::SingleQuotedString(v).with_empty_span()),
+        None => Expr::Cast {
+            kind: ast::CastKind::Cast,
+            expr: Box::new(Expr::Value(Value::Null.with_empty_span())),
+            data_type: SqlType::Text,
+            array: false,
+            format: None,
+        },
+    }
+}
+
+/// Replaces `current_setting('name' [, missing_ok])`,
+/// `set_config('name', 'value', is_local)`, `pg_backend_pid()` and the
+/// session's user (`current_user`, `session_user`) by their values for
+/// this session.
+fn substitute_session_functions(
+    statement: &mut Statement,
+    client: &(dyn ClientInfo + Send + Sync),
+) -> PgWireResult<()> {
+    let mut error = None;
+    let _ = visit_expressions_mut(statement, |e| {
+        let Some((name, args)) = call(e) else {
+            return ControlFlow::Continue(());
+        };
+        match (name, args.as_slice()) {
+            ("current_setting", [Some(setting), rest @ ..]) => {
+                let missing_ok = matches!(rest, [Some(ok)] if ok == "true");
+                match settings::value(client, setting) {
+                    Some(v) => *e = text(Some(v)),
+                    None if missing_ok => *e = text(None),
+                    None => {
+                        error = Some(user_error(
+                            "42704",
+                            format!("unrecognized configuration parameter \"{setting}\""),
+                        ));
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            ("set_config", [Some(_), Some(value), Some(_)]) => *e = text(Some(value.clone())),
+            ("session_user" | "current_user", []) => {
+                let user = client.metadata().get(pgwire::api::METADATA_USER).cloned();
+                *e = text(user);
+            }
+            ("pg_backend_pid", []) => {
+                let pid = client.pid_and_secret_key().0;
+                *e = Expr::Value(Value::Number(pid.to_string(), false).with_empty_span());
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    });
+    error.map_or(Ok(()), Err)
+}
+
+/// The leftmost SELECT of a query, whose items name the result columns.
+fn leftmost_select(body: &mut SetExpr) -> Option<&mut ast::Select> {
+    match body {
+        SetExpr::Select(s) => Some(s),
+        SetExpr::SetOperation { left, .. } => leftmost_select(left),
+        SetExpr::Query(q) => leftmost_select(&mut q.body),
+        _ => None,
+    }
+}
+
+/// PostgreSQL's name for a result column computed by `e` (its
+/// `FigureColname`): a column's name, a function's name, a cast's operand's
+/// name or else its type's, `case`, `array`, `exists`, else `?column?`.
+fn pg_name(e: &Expr) -> String {
+    let name = match e {
+        Expr::Identifier(i) => Some(i.value.clone()),
+        Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+        Expr::Function(f) => f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.value.to_lowercase()),
+        Expr::Cast {
+            expr, data_type, ..
+        } => {
+            let inner = pg_name(expr);
+            Some(if inner == "?column?" {
+                pg_type_name(data_type)
+            } else {
+                inner
+            })
+        }
+        Expr::TypedString(t) => Some(pg_type_name(&t.data_type)),
+        Expr::Nested(inner) => Some(pg_name(inner)),
+        Expr::Case { .. } => Some("case".into()),
+        Expr::Array(_) => Some("array".into()),
+        Expr::Exists { .. } => Some("exists".into()),
+        Expr::Subquery(q) => first_item_name(q),
+        Expr::Extract { .. } => Some("extract".into()),
+        Expr::Substring { .. } => Some("substring".into()),
+        Expr::Position { .. } => Some("position".into()),
+        Expr::Overlay { .. } => Some("overlay".into()),
+        Expr::Trim { .. } => Some("btrim".into()),
+        Expr::Ceil { .. } => Some("ceil".into()),
+        Expr::Floor { .. } => Some("floor".into()),
+        Expr::AtTimeZone { .. } => Some("timezone".into()),
+        Expr::Interval(_) => Some("interval".into()),
+        _ => None,
+    };
+    name.unwrap_or_else(|| "?column?".into())
+}
+
+fn first_item_name(q: &Query) -> Option<String> {
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    match s.projection.first()? {
+        SelectItem::UnnamedExpr(e) => Some(pg_name(e)),
+        SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+        _ => None,
+    }
+}
+
+/// PostgreSQL's internal name of a type, as it names a cast's column.
+fn pg_type_name(t: &SqlType) -> String {
+    match t {
+        SqlType::Int(_) | SqlType::Integer(_) | SqlType::Int4(_) => "int4".into(),
+        SqlType::BigInt(_) | SqlType::Int8(_) => "int8".into(),
+        SqlType::SmallInt(_) | SqlType::Int2(_) => "int2".into(),
+        SqlType::Double(_) | SqlType::DoublePrecision | SqlType::Float8 => "float8".into(),
+        SqlType::Real | SqlType::Float4 => "float4".into(),
+        SqlType::Numeric(_) | SqlType::Decimal(_) => "numeric".into(),
+        SqlType::Boolean | SqlType::Bool => "bool".into(),
+        SqlType::Varchar(_) | SqlType::CharacterVarying(_) => "varchar".into(),
+        SqlType::Char(_) | SqlType::Character(_) => "bpchar".into(),
+        SqlType::Timestamp(_, ast::TimezoneInfo::WithTimeZone | ast::TimezoneInfo::Tz) => {
+            "timestamptz".into()
+        }
+        SqlType::Timestamp(..) => "timestamp".into(),
+        SqlType::Custom(name, _) => name.to_string().to_lowercase(),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+fn is_column(e: &Expr) -> bool {
+    matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+}
+
+/// Names the result columns of a query as PostgreSQL does, by aliasing its
+/// unnamed expressions. A name that repeats an earlier column's gets a
+/// unique placeholder instead (DataFusion refuses repeated names); those
+/// are returned with their position, to be renamed after planning.
+fn name_columns(statement: &mut Statement) -> Vec<(usize, String)> {
+    let Statement::Query(q) = statement else {
+        return Vec::new();
+    };
+    let Some(select) = leftmost_select(&mut q.body) else {
+        return Vec::new();
+    };
+    let wildcard = select.projection.iter().any(|p| {
+        matches!(
+            p,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
+    let mut used = HashSet::new();
+    let mut renames = Vec::new();
+    for (i, item) in select.projection.iter_mut().enumerate() {
+        match item {
+            SelectItem::UnnamedExpr(e) if is_column(e) => {
+                // DataFusion names (and tells apart) columns itself.
+                used.insert(pg_name(e));
+            }
+            SelectItem::UnnamedExpr(e) => {
+                let name = pg_name(e);
+                let alias = if used.insert(name.clone()) {
+                    name
+                } else if wildcard {
+                    // Positions are unknown behind a wildcard: leave the
+                    // name to DataFusion.
+                    continue;
+                } else {
+                    renames.push((i, name));
+                    format!("?column {i}?")
+                };
+                *item = SelectItem::ExprWithAlias {
+                    expr: e.clone(),
+                    alias: Ident::with_quote('"', alias),
+                };
+            }
+            // The guard records the alias as used whatever it decides.
+            SelectItem::ExprWithAlias { alias, .. }
+                if !used.insert(alias.value.clone()) && !wildcard =>
+            {
+                renames.push((i, alias.value.clone()));
+                *alias = Ident::with_quote('"', format!("?column {i}?"));
+            }
+            _ => {}
+        }
+    }
+    renames
+}
+
+/// Gives the result columns at the given positions their names, each with
+/// its own qualifier so that names may repeat as in PostgreSQL. Keeps the
+/// plan as it is if that cannot be done.
+fn rename_outputs(plan: LogicalPlan, renames: &[(usize, String)]) -> LogicalPlan {
+    if renames.is_empty() {
+        return plan;
+    }
+    let exprs: Vec<DfExpr> = plan
+        .schema()
+        .iter()
+        .enumerate()
+        .map(|(i, (qualifier, field))| {
+            let column = DfExpr::Column(Column::new(qualifier.cloned(), field.name()));
+            let name = renames
+                .iter()
+                .find(|(at, _)| *at == i)
+                .map(|(_, n)| n.clone())
+                .unwrap_or_else(|| field.name().clone());
+            column.alias_qualified(Some(format!("?{i}")), name)
+        })
+        .collect();
+    let input = Arc::new(plan);
+    match Projection::try_new(exprs, input.clone()) {
+        Ok(p) => LogicalPlan::Projection(p),
+        Err(_) => Arc::unwrap_or_clone(input),
+    }
+}
+
+/// Makes every `$k` below the highest `$n` appear in the plan again.
+///
+/// datafusion-pg-catalog's `RemoveSubqueryFromProjection` replaces a
+/// correlated subquery in a select list by NULL, and the `$k` inside it go
+/// with it; datafusion-postgres then lists the remaining parameters in
+/// order and binds the client's values by position, so every value after
+/// the gap lands on the wrong parameter (SQLAlchemy's `get_columns` over
+/// psycopg 3 fails with "invalid digit"). An always-true filter that
+/// mentions the missing ones keeps the positions; the optimizer removes it.
+fn keep_parameter_positions(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
+    let present: HashSet<usize> = plan
+        .get_parameter_types()?
+        .keys()
+        .filter_map(|id| id.strip_prefix('$')?.parse().ok())
+        .collect();
+    let Some(&max) = present.iter().max() else {
+        return Ok(plan);
+    };
+    let missing: Vec<usize> = (1..max).filter(|k| !present.contains(k)).collect();
+    if missing.is_empty() {
+        return Ok(plan);
+    }
+    let predicate = missing.into_iter().fold(lit(true), |p, k| {
+        p.or(DfExpr::Placeholder(Placeholder::new_with_field(format!("${k}"), None)).is_null())
+    });
+    Ok(LogicalPlan::Filter(Filter::try_new(
+        predicate,
+        Arc::new(plan),
+    )?))
+}
+
+/// Types an untyped `$n` in `LIMIT`/`OFFSET` as bigint.
+fn type_limit_placeholders(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
+    fn typed(e: &mut Option<Box<DfExpr>>) -> bool {
+        if let Some(e) = e
+            && let DfExpr::Placeholder(p) = e.as_mut()
+            && p.field.is_none()
+        {
+            p.field = Some(Arc::new(Field::new(&p.id, DataType::Int64, true)));
+            return true;
+        }
+        false
+    }
+    plan.transform_up(|node| {
+        let LogicalPlan::Limit(mut limit) = node else {
+            return Ok(Transformed::no(node));
+        };
+        let changed = typed(&mut limit.skip) | typed(&mut limit.fetch);
+        Ok(Transformed::new_transformed(
+            LogicalPlan::Limit(limit),
+            changed,
+        ))
+    })
+    .map(|t| t.data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn named(sql: &str) -> (String, Vec<(usize, String)>) {
+        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        let renames = name_columns(&mut s);
+        (s.to_string(), renames)
+    }
+
+    #[test]
+    fn columns_are_named_as_postgresql_names_them() {
+        let (sql, renames) = named(
+            "SELECT count(*), a.code, 1 + 1, CAST(NULL AS TEXT), x::int, CASE WHEN true THEN 1 END, \
+             pg_catalog.version(), count(x) FROM a",
+        );
+        assert_eq!(
+            sql,
+            "SELECT count(*) AS \"count\", a.code, 1 + 1 AS \"?column?\", CAST(NULL AS TEXT) AS \"text\", \
+             x::INT AS \"x\", CASE WHEN true THEN 1 END AS \"case\", pg_catalog.version() AS \"version\", \
+             count(x) AS \"?column 7?\" FROM a"
+        );
+        assert_eq!(renames, [(7, "count".to_string())]);
+    }
+
+    #[test]
+    fn names_behind_a_wildcard_are_left_alone() {
+        let (sql, renames) = named("SELECT *, count(*), count(x) FROM a");
+        assert_eq!(sql, "SELECT *, count(*) AS \"count\", count(x) FROM a");
+        assert!(renames.is_empty());
+    }
+}

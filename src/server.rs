@@ -51,7 +51,8 @@ pub struct Engine {
 pub async fn engine(warehouse: &Warehouse) -> Result<Engine> {
     let catalog = warehouse.load_catalog()?;
     let config = SessionConfig::new()
-        .with_information_schema(true)
+        // PostgreSQL's information_schema is registered below instead.
+        .with_information_schema(false)
         .with_default_catalog_and_schema(DATABASE, SCHEMA)
         .with_create_default_catalog_and_schema(true)
         // `timestamptz` is a timestamp in UTC, as the reports' times are.
@@ -71,6 +72,11 @@ pub async fn engine(warehouse: &Warehouse) -> Result<Engine> {
     datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
         .map_err(|e| anyhow::anyhow!("cannot set up pg_catalog: {e}"))?;
     postgres::register(&ctx);
+    postgres::pg_catalog::register(&ctx, DATABASE).await?;
+    postgres::information_schema::register(&ctx, DATABASE).await?;
+    postgres::register_to_regclass(&ctx)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot list the tables for to_regclass: {e}"))?;
     Ok(Engine {
         ctx: Arc::new(ctx),
         writer,

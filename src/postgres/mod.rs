@@ -5,11 +5,13 @@
 //! drivers bind by.
 
 mod functions;
+pub mod information_schema;
+pub mod pg_catalog;
 mod select;
 mod session;
 mod settings;
 
-pub use functions::register;
+pub use functions::{register, register_to_regclass};
 pub use select::SelectHook;
 pub use session::Session;
 pub use settings::SettingsHook;

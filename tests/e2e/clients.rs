@@ -107,3 +107,127 @@ async fn node_postgres() {
     assert_passed("node-postgres", &out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("node-postgres: all checks passed"));
 }
+
+/// Runs psql's commands one by one (`-c` each) and returns what it printed.
+fn psql(server: &TestServer, commands: &[&str]) -> String {
+    let mut args = vec!["-v", "ON_ERROR_STOP=0"];
+    for c in commands {
+        args.extend(["-c", c]);
+    }
+    let out = server.psql(&args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("FATAL"), "{text}");
+    text
+}
+
+fn assert_lines(text: &str, wanted: &[&str]) {
+    for w in wanted {
+        assert!(
+            text.lines().any(|l| l.trim_end() == w.trim_end()),
+            "no line {w:?} in:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn psql_meta_commands() {
+    let (_w, server) = demo_server().await;
+    // \dt lists the tables, \d and \d+ describe one.
+    let out = psql(&server, &["\\dt"]);
+    assert_lines(
+        &out,
+        &[
+            " public | reports         | table | postgres",
+            " public | rollup          | table | postgres",
+            " public | units           | table | postgres",
+        ],
+    );
+    assert!(!out.contains("pg_class"), "system tables listed:\n{out}");
+    let out = psql(&server, &["\\d reports"]);
+    assert_lines(
+        &out,
+        &[
+            "                           Table \"public.reports\"",
+            " unit_code      | text                     |           | not null | ",
+            " value          | double precision         |           |          | ",
+            " submitted_at   | timestamp with time zone |           |          | ",
+        ],
+    );
+    let out = psql(&server, &["\\d+ units"]);
+    assert!(out.contains("Table \"public.units\""), "{out}");
+    assert!(
+        out.contains(" area_km2      | double precision |           |          |         | plain "),
+        "{out}"
+    );
+    assert!(!out.contains("ERROR"), "{out}");
+    // \dn, \l, \dv, \df
+    let out = psql(&server, &["\\dn"]);
+    assert_lines(&out, &[" public | postgres", "(1 row)"]);
+    let out = psql(&server, &["\\l"]);
+    assert!(out.lines().any(|l| l.starts_with(" baocao ")), "{out}");
+    let out = psql(&server, &["\\dv"]);
+    assert_lines(&out, &["Did not find any relations."]);
+    let out = psql(&server, &["\\df"]);
+    assert_lines(
+        &out,
+        &[
+            " public | is_within     | boolean          | text, text               | func",
+            " public | reports_as_of | SETOF reports    | timestamp with time zone | func",
+            " public | unit_parent   | text             | text, date               | func",
+            "(15 rows)",
+        ],
+    );
+    // \x: one record per block, UTF-8 names intact.
+    let out = psql(
+        &server,
+        &[
+            "\\x",
+            "SELECT code, name, level FROM units WHERE code = '001' AND version = DATE '2025-01-01'",
+        ],
+    );
+    assert_lines(
+        &out,
+        &[
+            "-[ RECORD 1 ]-------",
+            "code  | 001",
+            "name  | Quận Ba Đình",
+            "level | district",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn psql_copy_out_and_errors_that_leave_the_session_usable() {
+    let (_w, server) = demo_server().await;
+    let out = psql(
+        &server,
+        &[
+            "\\copy (SELECT code, name FROM units WHERE parent_code = '001' AND version = DATE '2025-01-01' ORDER BY code LIMIT 3) TO STDOUT WITH (FORMAT csv, HEADER)",
+        ],
+    );
+    assert_eq!(
+        out,
+        "code,name\n00001,Phường Phúc Xá\n00004,Phường Trúc Bạch\n00006,Phường Vĩnh Phúc\n"
+    );
+    // One session: an error, then the session goes on.
+    let out = server.psql(&[
+        "-v",
+        "ON_ERROR_STOP=0",
+        "-At",
+        "-c",
+        "SELECT nope FROM units",
+        "-c",
+        "SELECT count(*) FROM units WHERE version = DATE '2025-07-01' AND level = 'ward'",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ERROR:") && stderr.contains("nope"),
+        "{stderr}"
+    );
+    assert_eq!(stdout, "126\n");
+}

@@ -8,7 +8,8 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
 use datafusion::prelude::{SessionContext, create_udf};
 
@@ -153,6 +154,31 @@ fn function_text(name: &str, result: bool) -> ScalarUDF {
     )
 }
 
+/// A function of any of its signatures that returns NULL text.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NoText {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for NoText {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))
+    }
+}
+
 /// Registers the functions, replacing DataFusion's `version()`.
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(to_regtype());
@@ -163,6 +189,14 @@ pub fn register(ctx: &SessionContext) {
         "col_description",
         vec![DataType::Int32, DataType::Int32],
     ));
+    // No table has an index: no index definition.
+    ctx.register_udf(ScalarUDF::new_from_impl(NoText {
+        name: "pg_get_indexdef",
+        signature: Signature::one_of(
+            vec![TypeSignature::Any(1), TypeSignature::Any(3)],
+            Volatility::Stable,
+        ),
+    }));
     ctx.register_udf(no_description(
         "obj_description",
         vec![DataType::Int32, DataType::Utf8],

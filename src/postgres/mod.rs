@@ -7,6 +7,7 @@
 mod functions;
 pub mod information_schema;
 pub mod pg_catalog;
+mod rewrite;
 mod select;
 mod session;
 mod settings;

@@ -70,6 +70,41 @@ async fn with_null_columns(
     Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
+/// An empty table with the columns of `inner`'s table `name`, the given
+/// ones as arrays of the given element type.
+///
+/// datafusion-pg-catalog ships pg_constraint and pg_index as rows of a
+/// real PostgreSQL's own catalog with their array columns as text
+/// (`'{1,2}'`), which `unnest`, `= ANY` and `generate_subscripts` cannot
+/// read. None of those rows can join to a table here (their oids are
+/// below the 16384 the tables here start at), and no table here has a
+/// constraint or an index, so the tables are empty, with array columns.
+async fn empty_with_arrays(
+    inner: &Arc<dyn SchemaProvider>,
+    name: &str,
+    arrays: &[(&str, DataType)],
+) -> Result<Arc<dyn TableProvider>> {
+    let table = inner
+        .table(name)
+        .await?
+        .with_context(|| format!("pg_catalog has no {name}"))?;
+    let fields: Vec<Field> = table
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match arrays.iter().find(|(n, _)| n == f.name()) {
+            Some((_, element)) => Field::new(
+                f.name(),
+                DataType::List(Arc::new(Field::new_list_field(element.clone(), true))),
+                true,
+            ),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?))
+}
+
 fn text_array() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
 }
@@ -230,6 +265,37 @@ pub async fn register(ctx: &SessionContext, database: &str) -> Result<()> {
     tables.insert(
         "pg_class".to_string(),
         with_null_columns(&inner, "pg_class", &[("reloptions", text_array())]).await?,
+    );
+    tables.insert(
+        "pg_constraint".to_string(),
+        empty_with_arrays(
+            &inner,
+            "pg_constraint",
+            &[
+                ("conkey", DataType::Int16),
+                ("confkey", DataType::Int16),
+                ("confdelsetcols", DataType::Int16),
+                ("conpfeqop", DataType::Int32),
+                ("conppeqop", DataType::Int32),
+                ("conffeqop", DataType::Int32),
+                ("conexclop", DataType::Int32),
+            ],
+        )
+        .await?,
+    );
+    tables.insert(
+        "pg_index".to_string(),
+        empty_with_arrays(
+            &inner,
+            "pg_index",
+            &[
+                ("indkey", DataType::Int16),
+                ("indoption", DataType::Int16),
+                ("indclass", DataType::Int32),
+                ("indcollation", DataType::Int32),
+            ],
+        )
+        .await?,
     );
     // psql's \df lists baocao's functions.
     tables.insert("pg_proc".to_string(), pg_proc(ctx, &inner).await?);

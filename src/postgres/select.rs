@@ -25,8 +25,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
     self, DataType as SqlType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Query,
-    SelectItem, SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut,
-    visit_expressions_mut,
+    SelectItem, SetExpr, Statement, Value, visit_expressions_mut,
 };
 use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
@@ -36,7 +35,7 @@ use pgwire::api::results::Response;
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::types::format::FormatOptions;
 
-use super::settings;
+use super::{rewrite, settings};
 
 /// The metadata key where datafusion-postgres keeps `statement_timeout`.
 const STATEMENT_TIMEOUT_MS: &str = "statement_timeout_ms";
@@ -67,7 +66,7 @@ impl SelectHook {
         let mut statement = statement.clone();
         let renames = name_columns(&mut statement);
         substitute_session_functions(&mut statement, client)?;
-        let _ = statement.visit(&mut PostgresForms);
+        rewrite::postgres_forms(&mut statement, client);
         let plan = ctx
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
@@ -75,6 +74,7 @@ impl SelectHook {
             .map_err(df_error)?;
         let plan = type_limit_placeholders(plan).map_err(df_error)?;
         let plan = keep_parameter_positions(plan).map_err(df_error)?;
+        let plan = rewrite::boolean_literals(plan).map_err(df_error)?;
         Ok(rename_outputs(plan, &renames))
     }
 }
@@ -234,7 +234,7 @@ fn substitute_session_functions(
         {
             // A literal is resolved by datafusion-pg-catalog; anything else
             // is looked up when it runs.
-            *e = function(
+            *e = rewrite::function(
                 "to_regclass",
                 vec![Expr::Cast {
                     kind: ast::CastKind::Cast,
@@ -278,156 +278,6 @@ fn substitute_session_functions(
         ControlFlow::Continue(())
     });
     error.map_or(Ok(()), Err)
-}
-
-/// PostgreSQL forms DataFusion plans differently, rewritten into ones it
-/// plans the same way:
-/// - a function in FROM with a table alias and no column alias names its
-///   one column after the alias: `FROM unnest(a) x` has a column `x`
-///   (psql's `\d+` selects `'toast.' || x` from it);
-/// - `ARRAY(SELECT e FROM ...)` is `(SELECT array_agg(e) FROM ...)`.
-struct PostgresForms;
-
-impl VisitorMut for PostgresForms {
-    type Break = ();
-
-    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
-        // `pg_catalog.unnest(a)` in FROM reaches DataFusion as a table
-        // function it does not have; `unnest(a)` is its own FROM form.
-        if let TableFactor::Table {
-            name,
-            args: Some(args),
-            alias,
-            ..
-        } = factor
-            && name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("unnest"))
-        {
-            let array_exprs = args
-                .args
-                .iter()
-                .filter_map(|a| match a {
-                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
-                    _ => None,
-                })
-                .collect();
-            *factor = TableFactor::UNNEST {
-                alias: alias.take(),
-                array_exprs,
-                with_offset: false,
-                with_offset_alias: None,
-                with_ordinality: false,
-            };
-        }
-        let alias = match factor {
-            TableFactor::UNNEST {
-                alias: Some(alias),
-                array_exprs,
-                with_ordinality: false,
-                ..
-            } if array_exprs.len() == 1 => alias,
-            TableFactor::Table {
-                name,
-                args: Some(_),
-                alias: Some(alias),
-                ..
-            } if name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
-                ["unnest", "generate_series"].contains(&i.value.to_lowercase().as_str())
-            }) =>
-            {
-                alias
-            }
-            _ => return ControlFlow::Continue(()),
-        };
-        if alias.columns.is_empty() {
-            alias.columns = vec![ast::TableAliasColumnDef::from_name(
-                alias.name.value.clone(),
-            )];
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-        let Expr::Function(f) = e else {
-            return ControlFlow::Continue(());
-        };
-        let is_array = f
-            .name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .is_some_and(|i| i.value.eq_ignore_ascii_case("array"));
-        let FunctionArguments::Subquery(query) = &f.args else {
-            return ControlFlow::Continue(());
-        };
-        if !is_array || query.order_by.is_some() || query.limit_clause.is_some() {
-            return ControlFlow::Continue(());
-        }
-        let mut query = query.clone();
-        let SetExpr::Select(select) = query.body.as_mut() else {
-            return ControlFlow::Continue(());
-        };
-        if unnests_reloptions(select) {
-            // No relation here has storage options (pg_class.reloptions is
-            // NULL throughout), so the array is NULL; DataFusion cannot
-            // unnest a column of the outer query.
-            *e = Expr::Cast {
-                kind: ast::CastKind::Cast,
-                expr: Box::new(Expr::Value(Value::Null.with_empty_span())),
-                data_type: SqlType::Array(ast::ArrayElemTypeDef::SquareBracket(
-                    Box::new(SqlType::Text),
-                    None,
-                )),
-                array: false,
-                format: None,
-            };
-            return ControlFlow::Continue(());
-        }
-        let item = match select.projection.as_slice() {
-            [SelectItem::UnnamedExpr(e)] | [SelectItem::ExprWithAlias { expr: e, .. }] => e.clone(),
-            _ => return ControlFlow::Continue(()),
-        };
-        if !matches!(&select.group_by, ast::GroupByExpr::Expressions(g, _) if g.is_empty()) {
-            return ControlFlow::Continue(());
-        }
-        select.projection = vec![SelectItem::UnnamedExpr(function("array_agg", vec![item]))];
-        *e = Expr::Subquery(query);
-        ControlFlow::Continue(())
-    }
-}
-
-/// Whether `select` reads only `unnest(<x>.reloptions)`.
-fn unnests_reloptions(select: &ast::Select) -> bool {
-    let [from] = select.from.as_slice() else {
-        return false;
-    };
-    let TableFactor::UNNEST { array_exprs, .. } = &from.relation else {
-        return false;
-    };
-    from.joins.is_empty() && matches!(array_exprs.as_slice(), [e] if pg_name(e) == "reloptions")
-}
-
-fn function(name: &str, args: Vec<Expr>) -> Expr {
-    Expr::Function(ast::Function {
-        name: ast::ObjectName::from(vec![Ident::new(name)]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(ast::FunctionArgumentList {
-            duplicate_treatment: None,
-            args: args
-                .into_iter()
-                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
-                .collect(),
-            clauses: Vec::new(),
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: Vec::new(),
-    })
 }
 
 /// The leftmost SELECT of a query, whose items name the result columns.

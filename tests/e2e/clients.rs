@@ -86,6 +86,11 @@ async fn sqlalchemy_and_pandas() {
 }
 
 #[tokio::test]
+async fn bi_tools_introspection() {
+    pytest("test_bi_tools.py").await;
+}
+
+#[tokio::test]
 async fn jdbc() {
     let (_w, server) = demo_server().await;
     let dir = root().join("tests/clients/java");

@@ -218,6 +218,18 @@ async fn psql_copy_out_and_errors_that_leave_the_session_usable() {
         out,
         "code,name\n00001,Phường Phúc Xá\n00004,Phường Trúc Bạch\n00006,Phường Vĩnh Phúc\n"
     );
+    // Floats in text exactly as PostgreSQL writes them, NULL as NULL.
+    let out = server.psql(&[
+        "-At",
+        "-c",
+        "SELECT CAST(12 AS DOUBLE PRECISION), CAST('Infinity' AS DOUBLE PRECISION), \
+         CAST(1e20 AS DOUBLE PRECISION), CAST(1.5e-7 AS DOUBLE PRECISION), \
+         CAST(0.1 AS DOUBLE PRECISION) + CAST(0.2 AS DOUBLE PRECISION), CAST(NULL AS DOUBLE PRECISION) IS NULL",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "12|Infinity|1e+20|1.5e-07|0.30000000000000004|t\n"
+    );
     // One session: an error, then the session goes on.
     let out = server.psql(&[
         "-v",

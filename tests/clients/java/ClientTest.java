@@ -36,6 +36,7 @@ public class ClientTest {
         try (Connection conn = DriverManager.getConnection(url, System.getenv("PGUSER"), "")) {
             metadata(conn);
             prepared(conn);
+            specialValues(conn);
             transaction(conn);
             errors(conn);
         }
@@ -131,6 +132,18 @@ public class ClientTest {
                 checkEquals(126L, rs.getLong(3), "expected wards after the reform");
                 check(rs.getLong(2) <= 126, "reporting wards");
             }
+        }
+    }
+
+    static void specialValues(Connection conn) throws SQLException {
+        try (Statement st = conn.createStatement();
+                ResultSet rs = st.executeQuery("SELECT CAST('Infinity' AS DOUBLE PRECISION), "
+                        + "CAST(12 AS DOUBLE PRECISION), CAST(NULL AS DOUBLE PRECISION)")) {
+            check(rs.next(), "a row");
+            checkEquals(Double.POSITIVE_INFINITY, rs.getDouble(1), "Infinity");
+            checkEquals("12", rs.getString(2), "12 in text");
+            rs.getDouble(3);
+            check(rs.wasNull(), "NULL stays NULL");
         }
     }
 

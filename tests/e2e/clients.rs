@@ -248,3 +248,92 @@ async fn psql_copy_out_and_errors_that_leave_the_session_usable() {
     );
     assert_eq!(stdout, "126\n");
 }
+
+/// The code block after `<!-- snippet: name -->` in README.md.
+fn readme_snippet(name: &str) -> String {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let marker = format!("<!-- snippet: {name} -->");
+    let after = readme
+        .split_once(&marker)
+        .unwrap_or_else(|| panic!("README.md has no {marker}"))
+        .1;
+    let body = after
+        .split_once("```")
+        .and_then(|(_, rest)| rest.split_once('\n'))
+        .map(|(_, rest)| rest)
+        .expect("a code block after the marker");
+    body.split_once("\n```")
+        .expect("the end of the code block")
+        .0
+        .to_string()
+}
+
+/// Every client snippet of the README, run against a demo server (its
+/// port in place of 5433), prints the city's births of 2025-07 with the
+/// wards that reported and the wards expected, as the server has them.
+#[tokio::test]
+async fn readme_snippets_run() {
+    let (_w, server) = demo_server().await;
+    let client = server.client().await;
+    let row = client
+        .query_one(
+            "SELECT value, reporting_units, expected_units FROM rollup \
+             WHERE unit_code = '01' AND period = '2025-07' AND indicator_code = 'births'",
+            &[],
+        )
+        .await
+        .expect("births");
+    let (value, reporting, expected): (f64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(expected, 126);
+    let line = format!("births in Hanoi, 2025-07: {value:.0} from {reporting} of {expected} wards");
+    let port = server.port.to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snippet = |name: &str| readme_snippet(name).replace("5433", &port);
+
+    let out = run(
+        &server,
+        Path::new("sh"),
+        &["-c", &snippet("psql")],
+        dir.path(),
+    );
+    assert_passed("the psql snippet", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), line);
+
+    let python = dir.path().join("births.py");
+    std::fs::write(&python, snippet("python")).expect("write the snippet");
+    let venv = root().join("target/client-venv/bin/python");
+    let out = run(
+        &server,
+        &venv,
+        &[python.to_str().expect("path")],
+        dir.path(),
+    );
+    assert_passed("the Python snippet", &out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().any(|l| l == line), "{stdout}");
+    for month in ["2025-05", "2025-06", "2025-07"] {
+        assert!(stdout.contains(month), "{stdout}");
+    }
+
+    let java = dir.path().join("Births.java");
+    std::fs::write(&java, snippet("java")).expect("write the snippet");
+    let out = run(
+        &server,
+        Path::new("java"),
+        &["-cp", "/usr/share/java/postgresql.jar", "Births.java"],
+        dir.path(),
+    );
+    assert_passed("the Java snippet", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), line);
+
+    let node = dir.path().join("births.js");
+    std::fs::write(&node, snippet("node")).expect("write the snippet");
+    let out = Command::new("node")
+        .arg(&node)
+        .env("NODE_PATH", root().join("tests/clients/node/node_modules"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("node (scripts/install-deps installs it)");
+    assert_passed("the Node snippet", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), line);
+}

@@ -761,6 +761,9 @@ impl TransactionHook {
                 // block's writes; the client sees the error and rolls back.
                 self.writer.commit_transaction(client).await.err().map(Err)
             }
+            // A BEGIN inside a block is ignored (as PostgreSQL does, with a
+            // warning), and must not drop the block's writes.
+            Statement::StartTransaction { .. } if in_block => None,
             Statement::Commit { .. }
             | Statement::Rollback { .. }
             | Statement::StartTransaction { .. } => {

@@ -141,3 +141,32 @@ def test_special_floats_and_nulls(dsn):
         assert math.isinf(inf) and inf > 0
         assert null is None
         assert sum_ == 0.1 + 0.2
+
+
+def test_explicit_block_with_a_nested_begin(dsn):
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        cur = conn.cursor()
+        cur.execute("BEGIN")
+        cur.execute(
+            "INSERT INTO reports (unit_code, period, indicator_code, value) VALUES (%s, %s, %s, %s)",
+            (WARD, "2025-07", "deaths", 2),
+        )
+        # Ignored inside a block, as in PostgreSQL: the insert stays pending.
+        cur.execute("BEGIN")
+        other = psycopg2.connect(dsn)
+        other.autocommit = True
+        look = other.cursor()
+        query = (
+            "SELECT count(*) FROM reports_history WHERE unit_code = %s AND period = %s "
+            "AND indicator_code = %s AND source = 'INSERT'"
+        )
+        look.execute(query, (WARD, "2025-07", "deaths"))
+        assert look.fetchone() == (0,)
+        cur.execute("COMMIT")
+        look.execute(query, (WARD, "2025-07", "deaths"))
+        assert look.fetchone() == (1,)
+        other.close()
+    finally:
+        conn.close()

@@ -296,3 +296,37 @@ async fn a_file_with_the_wrong_columns_is_refused() {
         stderr(&out)
     );
 }
+
+/// A correlated subquery in a select list answers per row (datafusion-pg-
+/// catalog used to replace it by NULL; see the patch in Cargo.toml).
+#[tokio::test]
+async fn a_correlated_aggregate_in_the_select_list_answers_per_row() {
+    let w = TestWarehouse::demo("2025-06", "2025-07");
+    let server = TestServer::start(&w).await;
+    let client = server.client().await;
+    let per_row = client
+        .query(
+            "SELECT u.code, (SELECT count(*) FROM reports r WHERE r.unit_code = u.code) AS n \
+             FROM units u WHERE u.version = DATE '2025-07-01' AND u.level = 'ward' ORDER BY u.code",
+            &[],
+        )
+        .await
+        .expect("correlated subquery");
+    let grouped: BTreeMap<String, i64> = client
+        .query(
+            "SELECT unit_code, count(*) FROM reports GROUP BY unit_code",
+            &[],
+        )
+        .await
+        .expect("grouped")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(per_row.len(), 126);
+    for r in &per_row {
+        let code: String = r.get(0);
+        let n: i64 = r.get(1);
+        assert_eq!(n, grouped.get(&code).copied().unwrap_or(0), "ward {code}");
+    }
+    assert!(per_row.iter().any(|r| r.get::<_, i64>(1) > 0));
+}

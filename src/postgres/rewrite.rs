@@ -340,6 +340,17 @@ impl VisitorMut for PostgresForms {
             {
                 *list = self.search_path.iter().map(|s| string_literal(s)).collect();
             }
+            // asyncpg's type introspection (asyncpg/introspection.py) finds
+            // a domain's base type with a recursive CTE correlated to the
+            // type `t`, which DataFusion cannot plan inside its own
+            // recursive CTE. Every domain here is one of pg_catalog's, each
+            // directly over a base type (no DDL reaches the engine), so the
+            // base type is `t.typbasetype`.
+            Expr::Subquery(query) if domain_base_type(query).is_some() => {
+                if let Some(outer) = domain_base_type(query) {
+                    *e = Expr::CompoundIdentifier(vec![outer, Ident::new("typbasetype")]);
+                }
+            }
             // A correlated scalar subquery must be an aggregate for
             // DataFusion; `max` of the one row PostgreSQL allows is that row
             // (Npgsql's type loading picks a range's multirange this way).
@@ -359,6 +370,61 @@ impl VisitorMut for PostgresForms {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// The alias of the outer type in asyncpg's domain lookup
+/// `(WITH RECURSIVE typebases(oid, depth) AS (SELECT t2.typbasetype ...
+/// WHERE t2.oid = t.oid UNION ALL ...) SELECT oid FROM typebases ...)`.
+fn domain_base_type(query: &ast::Query) -> Option<Ident> {
+    let with = query.with.as_ref()?;
+    let [cte] = with.cte_tables.as_slice() else {
+        return None;
+    };
+    if !with.recursive || !cte.alias.name.value.eq_ignore_ascii_case("typebases") {
+        return None;
+    }
+    let SetExpr::SetOperation { left, .. } = cte.query.body.as_ref() else {
+        return None;
+    };
+    let SetExpr::Select(anchor) = left.as_ref() else {
+        return None;
+    };
+    let own = from_names(anchor);
+    let Some(Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Eq,
+        right,
+    }) = anchor.selection.as_ref()
+    else {
+        return None;
+    };
+    [left.as_ref(), right.as_ref()]
+        .into_iter()
+        .find_map(|side| match side {
+            Expr::CompoundIdentifier(parts)
+                if parts.len() == 2
+                    && parts[1].value.eq_ignore_ascii_case("oid")
+                    && !own.contains(&parts[0].value.to_lowercase()) =>
+            {
+                Some(parts[0].clone())
+            }
+            _ => None,
+        })
+}
+
+/// Whether `statement` is asyncpg's type introspection query (its
+/// recursive `typeinfo_tree`), whose oid columns must be described as oid
+/// and oid[] (see `session.rs`).
+pub fn is_asyncpg_introspection(statement: &Statement) -> bool {
+    let Statement::Query(q) = statement else {
+        return false;
+    };
+    q.with.as_ref().is_some_and(|w| {
+        w.recursive
+            && w.cte_tables
+                .iter()
+                .any(|c| c.alias.name.value.eq_ignore_ascii_case("typeinfo_tree"))
+    })
 }
 
 /// `ARRAY(SELECT e FROM ...)` as `(SELECT array_agg(e) FROM ...)`.

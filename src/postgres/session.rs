@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::sql::sqlparser::ast;
 use datafusion_postgres::{DfSessionService, Parser};
 use futures::Sink;
 use pgwire::api::portal::{Format, Portal};
@@ -76,6 +77,74 @@ fn apply_declared_types(plan: LogicalPlan, types: &[Option<Type>]) -> PgWireResu
     .map_err(|e| PgWireError::ApiError(Box::new(e)))
 }
 
+/// Describes `$n::oid` and `$n::oid[]` as oid and oid[] rather than the
+/// int4 and int4[] they are stored as. asyncpg binds the oids of its type
+/// introspection as `$1::oid[]`; it has a built-in codec for oid[] (and
+/// text[]) for that query, but would have to introspect int4[] — with the
+/// same query, for ever.
+fn oid_parameters(statement: &ast::Statement, types: &mut [Type]) {
+    let is_oid = |t: &ast::DataType| matches!(t, ast::DataType::Custom(name, _) if name.to_string().eq_ignore_ascii_case("oid"));
+    let _ = ast::visit_expressions(statement, |e| {
+        if let ast::Expr::Cast {
+            expr, data_type, ..
+        } = e
+            && let ast::Expr::Value(v) = expr.as_ref()
+            && let ast::Value::Placeholder(id) = &v.value
+            && let Some(slot) = id
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| types.get_mut(i))
+        {
+            match data_type {
+                t if is_oid(t) => *slot = Type::OID,
+                ast::DataType::Array(ast::ArrayElemTypeDef::SquareBracket(elem, _))
+                    if is_oid(elem) =>
+                {
+                    *slot = Type::OID_ARRAY
+                }
+                _ => {}
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
+fn is_oid_alias(t: &Type) -> bool {
+    matches!(
+        *t,
+        Type::OID
+            | Type::REGTYPE
+            | Type::REGCLASS
+            | Type::REGPROC
+            | Type::REGPROCEDURE
+            | Type::REGNAMESPACE
+            | Type::REGOPER
+            | Type::REGOPERATOR
+            | Type::REGROLE
+    )
+}
+
+fn retyped(field: FieldInfo, t: Type) -> FieldInfo {
+    FieldInfo::new(
+        field.name().to_string(),
+        field.table_id(),
+        field.column_id(),
+        t,
+        field.format(),
+    )
+}
+
+/// asyncpg's introspection result as PostgreSQL describes it: its oid
+/// arrays are oid[] (stored as int4[], the same four bytes per element).
+fn oid_column(field: FieldInfo) -> FieldInfo {
+    if *field.datatype() == Type::INT4_ARRAY {
+        retyped(field, Type::OID_ARRAY)
+    } else {
+        field
+    }
+}
+
 /// datafusion-postgres' parser, then the declared types.
 pub struct TypedParser {
     inner: Arc<Parser>,
@@ -104,7 +173,11 @@ impl QueryParser for TypedParser {
     }
 
     fn get_parameter_types(&self, stmt: &Statement) -> PgWireResult<Vec<Type>> {
-        self.inner.get_parameter_types(stmt)
+        let mut types = self.inner.get_parameter_types(stmt)?;
+        if let (_, Some((statement, _))) = stmt {
+            oid_parameters(statement, &mut types);
+        }
+        Ok(types)
     }
 
     fn get_result_schema(
@@ -112,7 +185,33 @@ impl QueryParser for TypedParser {
         stmt: &Statement,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        self.inner.get_result_schema(stmt, column_format)
+        let fields = self.inner.get_result_schema(stmt, column_format)?;
+        let (_, Some((statement, plan))) = stmt else {
+            return Ok(fields);
+        };
+        // A text value keeps the oid-alias tag of the column it was cast
+        // from (`typelem::regtype::text`), and arrow-pg describes it as an
+        // oid while it sends text: a binary client reads four bytes of a
+        // one-byte string. Describe it as what is sent.
+        let fields = fields
+            .into_iter()
+            .zip(plan.schema().fields().iter())
+            .map(|(info, field)| {
+                let text = matches!(
+                    field.data_type(),
+                    DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+                );
+                if text && is_oid_alias(info.datatype()) {
+                    retyped(info, Type::TEXT)
+                } else {
+                    info
+                }
+            });
+        if super::rewrite::is_asyncpg_introspection(statement) {
+            Ok(fields.map(oid_column).collect())
+        } else {
+            Ok(fields.collect())
+        }
     }
 }
 

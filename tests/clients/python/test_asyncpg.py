@@ -137,3 +137,27 @@ def test_insert_with_parameters_and_transaction():
             await conn.close()
 
     run(main())
+
+
+def test_type_introspection():
+    """asyncpg's own pg_catalog introspection, as it runs it for a type it
+    has no built-in codec for (here int4[]: asyncpg builds array codecs from
+    what the introspection tells it)."""
+
+    async def main():
+        conn = await connect()
+        try:
+            types, _ = await conn._introspect_types([25, 701, 1007], 60)
+            by_oid = {t["oid"]: t for t in types}
+            assert by_oid[25]["name"] == "text"
+            assert by_oid[701]["name"] == "float8"
+            assert by_oid[1007]["name"] == "_int4"
+            assert by_oid[1007]["elemtype"] == 23
+            assert by_oid[23]["name"] == "int4"
+            # And a query returning an int4[] decodes through it.
+            value = await conn.fetchval("SELECT make_array(CAST(1 AS INT), CAST(2 AS INT))")
+            assert value == [1, 2]
+        finally:
+            await conn.close()
+
+    run(main())

@@ -15,6 +15,22 @@ pub const DIVISION_BY_ZERO: &str = "22012";
 pub const OUT_OF_MEMORY: &str = "53200";
 pub const INTERNAL_ERROR: &str = "XX000";
 
+pub const UNDEFINED_OBJECT: &str = "42704";
+
+/// A Postgres error with `code` and a message for the client.
+pub fn user_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        code.to_string(),
+        message,
+    )))
+}
+
+/// A DataFusion error, to be classified by `classify` on its way out.
+pub fn df_error(e: DataFusionError) -> PgWireError {
+    PgWireError::ApiError(Box::new(e))
+}
+
 /// The SQLSTATE for a DataFusion error.
 pub fn for_datafusion(e: &DataFusionError) -> &'static str {
     use datafusion::common::SchemaError;

@@ -38,12 +38,12 @@ use futures::{Sink, SinkExt};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::results::{CopyResponse, Response, Tag};
 use pgwire::api::{ClientInfo, METADATA_USER};
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::response::TransactionStatus;
 
-use crate::sqlstate;
+use crate::sqlstate::{self, df_error, user_error};
 
 /// The columns a client may write, in their default order.
 const WRITABLE: [&str; 4] = [UNIT_CODE, PERIOD, INDICATOR_CODE, VALUE];
@@ -214,14 +214,6 @@ fn open_transaction(client: &(impl ClientInfo + ?Sized)) -> Arc<OpenTransaction>
         .get_or_insert_with(OpenTransaction::default)
 }
 
-fn user_error(code: &str, message: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".to_string(),
-        code.to_string(),
-        message,
-    )))
-}
-
 /// A refused batch as a Postgres error: class 22 for bad values, 23 for
 /// keys that break the catalog's integrity.
 fn rejection_error(r: &Rejection) -> PgWireError {
@@ -312,10 +304,6 @@ fn as_reports_batch(batch: &RecordBatch, targets: &[&'static str]) -> PgWireResu
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|e| user_error(sqlstate::INTERNAL_ERROR, e.to_string()))
-}
-
-fn df_error(e: datafusion::error::DataFusionError) -> PgWireError {
-    PgWireError::ApiError(Box::new(e))
 }
 
 async fn collect_plan(ctx: &SessionContext, plan: LogicalPlan) -> PgWireResult<RecordBatch> {

@@ -44,16 +44,21 @@ impl SchemaProvider for Overridden {
     }
 }
 
+/// datafusion-pg-catalog's table `name`.
+async fn original(inner: &Arc<dyn SchemaProvider>, name: &str) -> Result<Arc<dyn TableProvider>> {
+    inner
+        .table(name)
+        .await?
+        .with_context(|| format!("pg_catalog has no {name}"))
+}
+
 /// A view over `inner`'s table `name` with extra columns of NULL.
 async fn with_null_columns(
     inner: &Arc<dyn SchemaProvider>,
     name: &str,
     extra: &[(&str, DataType)],
 ) -> Result<Arc<dyn TableProvider>> {
-    let table = inner
-        .table(name)
-        .await?
-        .with_context(|| format!("pg_catalog has no {name}"))?;
+    let table = original(inner, name).await?;
     let mut columns: Vec<Expr> = table
         .schema()
         .fields()
@@ -84,10 +89,7 @@ async fn empty_with_arrays(
     name: &str,
     arrays: &[(&str, DataType)],
 ) -> Result<Arc<dyn TableProvider>> {
-    let table = inner
-        .table(name)
-        .await?
-        .with_context(|| format!("pg_catalog has no {name}"))?;
+    let table = original(inner, name).await?;
     let fields: Vec<Field> = table
         .schema()
         .fields()
@@ -169,10 +171,7 @@ async fn pg_proc(
     ctx: &SessionContext,
     inner: &Arc<dyn SchemaProvider>,
 ) -> Result<Arc<dyn TableProvider>> {
-    let table = inner
-        .table("pg_proc")
-        .await?
-        .context("pg_catalog has no pg_proc")?;
+    let table = original(inner, "pg_proc").await?;
     let public: i32 = {
         let batches = ctx
             .sql("SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'public'")

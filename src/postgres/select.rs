@@ -32,27 +32,16 @@ use datafusion_postgres::hooks::{HookClient, QueryHook};
 use pgwire::api::ClientInfo;
 use pgwire::api::portal::Format;
 use pgwire::api::results::Response;
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::PgWireResult;
 use pgwire::types::format::FormatOptions;
 
 use super::{rewrite, settings};
+use crate::sqlstate::{df_error, user_error};
 
 /// The metadata key where datafusion-postgres keeps `statement_timeout`.
 const STATEMENT_TIMEOUT_MS: &str = "statement_timeout_ms";
 
 pub struct SelectHook;
-
-fn df_error(e: datafusion::error::DataFusionError) -> PgWireError {
-    PgWireError::ApiError(Box::new(e))
-}
-
-fn user_error(code: &str, message: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".to_string(),
-        code.to_string(),
-        message,
-    )))
-}
 
 impl SelectHook {
     /// Plans `statement` with PostgreSQL's names, session functions and
@@ -256,10 +245,7 @@ fn substitute_session_functions(
                     Some(v) => *e = text(Some(v)),
                     None if missing_ok => *e = text(None),
                     None => {
-                        error = Some(user_error(
-                            "42704",
-                            format!("unrecognized configuration parameter \"{setting}\""),
-                        ));
+                        error = Some(settings::unrecognized(setting));
                         return ControlFlow::Break(());
                     }
                 }

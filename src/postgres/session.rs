@@ -74,7 +74,7 @@ fn apply_declared_types(plan: LogicalPlan, types: &[Option<Type>]) -> PgWireResu
         })
     })
     .map(|t| t.data)
-    .map_err(|e| PgWireError::ApiError(Box::new(e)))
+    .map_err(crate::sqlstate::df_error)
 }
 
 /// Describes `$n::oid` and `$n::oid[]` as oid and oid[] rather than the

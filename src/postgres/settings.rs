@@ -23,9 +23,11 @@ use pgwire::api::ClientInfo;
 use pgwire::api::Type;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::store::PortalStore;
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::startup::ParameterStatus;
+
+use crate::sqlstate::{self, df_error, user_error};
 
 /// The PostgreSQL release baocao answers as: clients parse it (SQLAlchemy,
 /// asyncpg, pgjdbc) and pick their SQL by it.
@@ -109,12 +111,11 @@ pub async fn set(client: &mut dyn HookClient, name: &str, value: &str) -> PgWire
     Ok(())
 }
 
-fn unrecognized(name: &str) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".to_string(),
-        "42704".to_string(),
+pub fn unrecognized(name: &str) -> PgWireError {
+    user_error(
+        sqlstate::UNDEFINED_OBJECT,
         format!("unrecognized configuration parameter \"{name}\""),
-    )))
+    )
 }
 
 /// The text of a SET value as PostgreSQL keeps it: `'a'` → a, `on` → on,
@@ -300,8 +301,7 @@ fn set_tag() -> Response {
 }
 
 fn empty_plan(fields: Vec<Field>) -> PgWireResult<LogicalPlan> {
-    let schema =
-        DFSchema::try_from(Schema::new(fields)).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let schema = DFSchema::try_from(Schema::new(fields)).map_err(df_error)?;
     Ok(LogicalPlan::EmptyRelation(EmptyRelation {
         produce_one_row: true,
         schema: Arc::new(schema),

@@ -14,6 +14,8 @@ use datafusion::catalog::Session;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::object_store::ObjectStoreExt;
+use datafusion::object_store::path::Path;
 use datafusion::physical_plan::ExecutionPlan;
 use deltalake::DeltaTable;
 use tokio::sync::Mutex;
@@ -54,7 +56,9 @@ impl LiveDeltaTable {
     async fn refresh(&self, state: &dyn Session) -> Result<Arc<dyn TableProvider>> {
         let mut table = self.table.lock().await;
         let before = table.version();
-        table.update_incremental(None).await.map_err(delta_err)?;
+        if newer_commit_exists(&table).await {
+            table.update_incremental(None).await.map_err(delta_err)?;
+        }
         table.update_datafusion_session(state).map_err(delta_err)?;
         if before == table.version()
             && let Ok(current) = self.current.read()
@@ -72,6 +76,23 @@ impl LiveDeltaTable {
     pub async fn version(&self) -> Option<u64> {
         self.table.lock().await.version()
     }
+}
+
+/// Whether a commit newer than the table's version exists. Delta versions
+/// are consecutive, so that is whether `_delta_log/<version + 1>.json`
+/// exists: one metadata read, where asking the log for its latest version
+/// lists the whole log folder (tens of thousands of entries after a month of
+/// one-ward submissions) on every query.
+async fn newer_commit_exists(table: &DeltaTable) -> bool {
+    let Some(version) = table.version() else {
+        return true;
+    };
+    let next = Path::from(format!("_delta_log/{:020}.json", version + 1));
+    // Found, or no answer: let the log store look.
+    !matches!(
+        table.log_store().object_store(None).head(&next).await,
+        Err(datafusion::object_store::Error::NotFound { .. })
+    )
 }
 
 #[async_trait]

@@ -84,7 +84,7 @@ pub struct LandingArgs {
 #[derive(Debug, Args)]
 pub struct CompactionArgs {
     /// How often the server checks whether to compact, in seconds (0: never; run `baocao compact` instead).
-    #[arg(long, env = "BAOCAO_AUTO_COMPACT_SECS", default_value_t = 600)]
+    #[arg(long, env = "BAOCAO_AUTO_COMPACT_SECS", default_value_t = 60)]
     pub auto_compact_secs: u64,
     /// Compact when at least this many commits landed since the last compaction.
     #[arg(long, env = "BAOCAO_AUTO_COMPACT_COMMITS", default_value_t = 100)]

@@ -124,6 +124,7 @@ pub async fn prepare(args: &DemoArgs) -> Result<Warehouse> {
         }
         total_rows += submissions.iter().map(|(b, _)| b.len()).sum::<usize>();
         commit_month(&store, submissions, *month).await?;
+        store.checkpoint(baocao_ingest::CHECKPOINT_INTERVAL).await?;
         bar.inc(1);
     }
     bar.finish_with_message("done");

@@ -36,6 +36,10 @@ pub async fn run(args: &IngestArgs) -> Result<()> {
     let submission = Submission::now(args.submitted_by.clone(), source);
     let id = submission.submission_id.clone();
     let receipt = store.commit(vec![(batch, submission)]).await?;
+    // The commit is done; a checkpoint only keeps the log quick to read.
+    if let Err(e) = store.checkpoint(baocao_ingest::CHECKPOINT_INTERVAL).await {
+        eprintln!("warning: no checkpoint written: {e}");
+    }
     println!(
         "committed {} values from {files} file(s) as submission {id} (table version {})",
         receipt.rows, receipt.version

@@ -126,6 +126,7 @@ async fn serve(
     let interval = std::time::Duration::from_millis(landing.landing_interval_ms.max(10));
     tokio::spawn(watcher.watch(interval, std::future::pending()));
     tracing::info!(landing = %landing_dir.display(), "watching the landing folder");
+    tokio::spawn(auto_checkpoint(engine.store.clone()));
     if compaction.auto_compact_secs > 0 {
         tokio::spawn(auto_compact(
             engine.store.clone(),
@@ -147,6 +148,20 @@ async fn serve(
         let _ = tokio::signal::ctrl_c().await;
     })
     .await
+}
+
+/// Checkpoints the reports table every [`baocao_ingest::CHECKPOINT_INTERVAL`]
+/// commits, checked every second, off the commit path (a checkpoint inside
+/// a commit would stall that submission). A failure is logged and retried.
+async fn auto_checkpoint(store: std::sync::Arc<baocao_ingest::ReportStore>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        match store.checkpoint(baocao_ingest::CHECKPOINT_INTERVAL).await {
+            Ok(Some(version)) => tracing::info!(version, "checkpoint written"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("checkpoint failed, will retry: {e}"),
+        }
+    }
 }
 
 /// The background compaction policy: every `every`, if at least `commits`

@@ -16,6 +16,7 @@ use std::time::Duration;
 use baocao_catalog::Catalog;
 use chrono::Utc;
 
+use crate::crash;
 use crate::error::{IngestError, Problem, Rejection, RowError};
 use crate::read::read_input;
 use crate::store::{ReportStore, Submission};
@@ -128,6 +129,7 @@ impl Landing {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let started = std::time::Instant::now();
         let content = match std::fs::read(path) {
             Ok(c) => c,
             // Gone meanwhile (another server took it): nothing to do.
@@ -136,6 +138,7 @@ impl Landing {
             }
             Err(e) => return Err(io_err(path, e)),
         };
+        crash::reached(crash::LANDING_READ);
         let key = landing_key(&name, &content);
         let today = Utc::now().date_naive();
         // The bytes read once serve the key and the parse.
@@ -167,16 +170,25 @@ impl Landing {
             }
             Err(other) => return Err(other),
         };
+        let checked_in = started.elapsed();
         let submission = Submission::now(format!("landing:{name}"), format!("landing/{name}"));
         let receipt = self
             .store
             .commit_once(vec![(valid, submission)], &key)
             .await?;
+        crash::reached(crash::LANDING_COMMITTED);
         // Only now, with the commit in the log, may the file go.
         remove(path)?;
         Ok(match receipt {
             Some(r) => {
-                tracing::info!(file = %name, rows = r.rows, version = r.version, "landed file committed");
+                tracing::info!(
+                    file = %name,
+                    rows = r.rows,
+                    version = r.version,
+                    read_and_validate_ms = checked_in.as_secs_f64() * 1e3,
+                    total_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "landed file committed"
+                );
                 Outcome::Committed {
                     file: name,
                     rows: r.rows,
@@ -228,7 +240,7 @@ impl Landing {
         tokio::pin!(shutdown);
         let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            if event.is_ok_and(|e| is_arrival(&e.kind)) {
                 let _ = tx.send(());
             }
         })
@@ -257,6 +269,21 @@ impl Landing {
             }
         }
     }
+}
+
+/// Whether a file-system event may mean a file is ready: a name appeared
+/// (a rename into the folder, a new file) or a writer closed it. Not the
+/// folder's own reads, opens and removals, which every pass causes: waking
+/// up on those would make the watcher wake itself up forever.
+fn is_arrival(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    matches!(
+        kind,
+        EventKind::Create(_)
+            | EventKind::Modify(ModifyKind::Name(_) | ModifyKind::Data(_) | ModifyKind::Any)
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> IngestError {
@@ -289,6 +316,32 @@ mod tests {
             landing_key("", b""),
             "baocao-landing-af63bd4c8601b7df27a3eeb23259be90"
         );
+    }
+
+    #[test]
+    fn only_arrivals_wake_the_watcher() {
+        use notify::EventKind;
+        use notify::event::{
+            AccessKind, AccessMode, CreateKind, MetadataKind, ModifyKind, RemoveKind, RenameMode,
+        };
+        assert!(is_arrival(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+        assert!(is_arrival(&EventKind::Create(CreateKind::File)));
+        assert!(is_arrival(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        // What the watcher's own pass causes: listing, reading, removing.
+        assert!(!is_arrival(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!is_arrival(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!is_arrival(&EventKind::Remove(RemoveKind::File)));
+        assert!(!is_arrival(&EventKind::Modify(ModifyKind::Metadata(
+            MetadataKind::AccessTime
+        ))));
     }
 
     #[test]

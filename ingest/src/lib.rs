@@ -8,6 +8,7 @@
 //! Every entry point goes through [`Validator::validate`]; only a
 //! [`ValidBatch`] can be committed, and a commit is one Delta transaction.
 
+pub mod crash;
 mod error;
 mod landing;
 mod read;
@@ -17,5 +18,5 @@ mod validate;
 pub use error::{IngestError, MAX_ERRORS, Problem, Rejection, RowError};
 pub use landing::{Landing, Outcome, landing_key};
 pub use read::{Delimited, Input, parse_delimited, read_file, read_input, to_long};
-pub use store::{Compaction, Receipt, ReportStore, Submission};
+pub use store::{CHECKPOINT_INTERVAL, Compaction, Receipt, ReportStore, Submission};
 pub use validate::{ValidBatch, Validator};

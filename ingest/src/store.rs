@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use baocao_catalog::report::{PARTITION_COLUMNS, reports_schema};
 use chrono::{DateTime, Utc};
@@ -21,6 +22,7 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use tokio::sync::Mutex;
 use url::Url;
 
+use crate::crash;
 use crate::error::IngestError;
 use crate::validate::ValidBatch;
 
@@ -67,10 +69,17 @@ pub struct Compaction {
     pub version: u64,
 }
 
+/// How many commits may land between two checkpoints (Delta's default).
+pub const CHECKPOINT_INTERVAL: u64 = 100;
+
 /// The stored reports table.
 pub struct ReportStore {
     location: Url,
     table: Mutex<DeltaTable>,
+    /// The session commits are written with (see [`writer_session`]).
+    session: Arc<dyn datafusion::catalog::Session>,
+    /// The version of the newest checkpoint: found at open, or made since.
+    checkpointed: AtomicU64,
 }
 
 fn table_err(location: &Url) -> impl Fn(DeltaTableError) -> IngestError + '_ {
@@ -86,10 +95,7 @@ impl ReportStore {
         let err = table_err(&location);
         // Probe before loading: loading a location without a log is an
         // error the Delta kernel logs loudly, and "no table yet" is normal here.
-        let mut table = DeltaTableBuilder::from_url(location.clone())
-            .map_err(&err)?
-            .build()
-            .map_err(&err)?;
+        let mut table = builder(&location).map_err(&err)?.build().map_err(&err)?;
         let table = if table.verify_deltatable_existence().await.map_err(&err)? {
             table.load().await.map_err(&err)?;
             table
@@ -133,23 +139,33 @@ impl ReportStore {
                 .await
                 .map_err(&err)?
         };
+        let session = writer_session().map_err(&err)?;
+        let checkpointed = AtomicU64::new(last_checkpoint(&table).await);
         drop(err);
         Ok(ReportStore {
             location,
             table: Mutex::new(table),
+            session,
+            checkpointed,
         })
     }
 
     /// Opens an existing table; fails if `location` holds none.
     pub async fn open(location: Url) -> Result<Self, IngestError> {
         let err = table_err(&location);
-        let table = deltalake::open_table(location.clone())
+        let table = builder(&location)
+            .map_err(&err)?
+            .load()
             .await
             .map_err(&err)?;
+        let session = writer_session().map_err(&err)?;
+        let checkpointed = AtomicU64::new(last_checkpoint(&table).await);
         drop(err);
         Ok(ReportStore {
             location,
             table: Mutex::new(table),
+            session,
+            checkpointed,
         })
     }
 
@@ -228,11 +244,15 @@ impl ReportStore {
                 return Ok(None);
             }
         }
-        let mut properties =
-            CommitProperties::default().with_metadata(metadata.into_iter().chain([(
+        let mut properties = CommitProperties::default()
+            .with_metadata(metadata.into_iter().chain([(
                 "baocao.submissions".to_string(),
                 serde_json::Value::Array(ids),
-            )]));
+            )]))
+            // Checkpoints and log clean-up would stall every hundredth
+            // submission; `checkpoint` does them off the commit path.
+            .with_create_checkpoint(false)
+            .with_cleanup_expired_logs(Some(false));
         if let Some(key) = key {
             properties = properties.with_application_transaction(Transaction::new(key, 1));
         }
@@ -243,7 +263,7 @@ impl ReportStore {
             .with_partition_columns(PARTITION_COLUMNS)
             // A table made before `withdrawn` existed gains the column.
             .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
-            .with_session_state(writer_session().map_err(&err)?)
+            .with_session_state(self.session.clone())
             .with_commit_properties(properties)
             .await
             .map_err(&err)?;
@@ -269,7 +289,7 @@ impl ReportStore {
             .clone()
             .optimize()
             .with_type(deltalake::operations::optimize::OptimizeType::Compact)
-            .with_session_state(writer_session().map_err(&err)?)
+            .with_session_state(self.session.clone())
             .await
             .map_err(&err)?;
         let (table, vacuumed) = table
@@ -289,6 +309,33 @@ impl ReportStore {
         })
     }
 
+    /// Writes a checkpoint of the newest version (and removes log entries
+    /// past the table's log retention) if `every` commits or more landed
+    /// since the last one, so that opening or refreshing the table reads one
+    /// Parquet file and a few commits instead of the whole log. Returns the
+    /// version checkpointed, if any. Commits go on meanwhile: a checkpoint
+    /// only summarises versions already written.
+    pub async fn checkpoint(&self, every: u64) -> Result<Option<u64>, IngestError> {
+        let err = table_err(&self.location);
+        let table = {
+            let mut guard = self.table.lock().await;
+            guard.update_incremental(None).await.map_err(&err)?;
+            guard.clone()
+        };
+        let version = table.version().unwrap_or_default();
+        if version < self.checkpointed.load(Ordering::SeqCst) + every.max(1) {
+            return Ok(None);
+        }
+        deltalake::checkpoints::create_checkpoint(&table, None)
+            .await
+            .map_err(&err)?;
+        deltalake::checkpoints::cleanup_metadata(&table, None)
+            .await
+            .map_err(&err)?;
+        self.checkpointed.store(version, Ordering::SeqCst);
+        Ok(Some(version))
+    }
+
     /// The newest committed version.
     pub async fn version(&self) -> Result<u64, IngestError> {
         let mut guard = self.table.lock().await;
@@ -298,6 +345,35 @@ impl ReportStore {
             .map_err(table_err(&self.location))?;
         Ok(guard.version().unwrap_or_default())
     }
+}
+
+/// The version of the table's newest checkpoint (0 if it has none), from
+/// `_delta_log/_last_checkpoint`.
+async fn last_checkpoint(table: &DeltaTable) -> u64 {
+    use datafusion::object_store::ObjectStoreExt;
+    let path = datafusion::object_store::path::Path::from("_delta_log/_last_checkpoint");
+    let Ok(found) = table.log_store().object_store(None).get(&path).await else {
+        return 0;
+    };
+    let Ok(bytes) = found.bytes().await else {
+        return 0;
+    };
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("version").and_then(serde_json::Value::as_u64))
+        .unwrap_or(0)
+}
+
+/// How the table at `location` is reached: the location's own object store,
+/// wrapped to stop at the commit crash point when a test arms it.
+fn builder(location: &Url) -> Result<DeltaTableBuilder, DeltaTableError> {
+    let builder = DeltaTableBuilder::from_url(location.clone())?;
+    if location.scheme() == "file" && crash::is_armed(crash::COMMIT_PUBLISH) {
+        let local = Arc::new(datafusion::object_store::local::LocalFileSystem::new());
+        let store = Arc::new(crash::CrashingStore::new(local));
+        return Ok(builder.with_storage_backend(store, location.clone()));
+    }
+    Ok(builder)
 }
 
 /// The session a commit is written with: one partition, so the rows reach

@@ -204,6 +204,15 @@ impl TestServer {
 
     /// Starts a server with extra `serve` flags.
     pub async fn start_with(warehouse: &TestWarehouse, extra: &[&str]) -> TestServer {
+        Self::start_with_env(warehouse, extra, &[]).await
+    }
+
+    /// Starts a server with extra `serve` flags and environment variables.
+    pub async fn start_with_env(
+        warehouse: &TestWarehouse,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestServer {
         let mut child = TokioCommand::new(BIN)
             .args([
                 "serve",
@@ -214,6 +223,7 @@ impl TestServer {
             ])
             .args(extra)
             .env("BAOCAO_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -237,6 +247,15 @@ impl TestServer {
         // Keep draining stdout so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         TestServer { child, port }
+    }
+
+    /// Waits for the server to end by itself (a test that made it crash).
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        // A guard against a server that never ends, not a performance bound.
+        tokio::time::timeout(Duration::from_secs(120), self.child.wait())
+            .await
+            .expect("the server did not end")
+            .expect("wait for the server")
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {

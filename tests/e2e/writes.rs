@@ -371,3 +371,52 @@ async fn delete_withdraws_values_and_history_keeps_them() {
     );
     assert_eq!(count(&client).await, before);
 }
+
+/// The version in `_delta_log/_last_checkpoint`, if there is one.
+fn last_checkpoint(w: &TestWarehouse) -> Option<u64> {
+    let text =
+        std::fs::read_to_string(w.path().join("reports/_delta_log/_last_checkpoint")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json.get("version")?.as_u64()
+}
+
+#[tokio::test]
+async fn the_server_checkpoints_the_log_in_the_background() {
+    let w = TestWarehouse::empty();
+    let server = TestServer::start(&w).await;
+    let client = server.client().await;
+    let insert = "INSERT INTO reports (unit_code, period, indicator_code, value) VALUES ('00004', '2024-07', 'births', $1)";
+    for i in 0..100 {
+        client
+            .execute(insert, &[&f64::from(i)])
+            .await
+            .expect("insert");
+    }
+    assert_eq!(count(&client).await, 100);
+    // Not inside a commit (that would stall one submission in a hundred)
+    // but soon after: the server looks every second.
+    let mut checkpoint = None;
+    for _ in 0..300 {
+        checkpoint = last_checkpoint(&w);
+        if checkpoint.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(checkpoint, Some(100), "a checkpoint of version 100");
+    // A new server starts from the checkpoint and sees every value.
+    drop(client);
+    drop(server);
+    let server = TestServer::start(&w).await;
+    let client = server.client().await;
+    assert_eq!(count(&client).await, 100);
+    let last: f64 = client
+        .query_one(
+            "SELECT value FROM reports WHERE unit_code = '00004' AND period = '2024-07' AND indicator_code = 'births'",
+            &[],
+        )
+        .await
+        .expect("latest")
+        .get(0);
+    assert_eq!(last, 99.0);
+}

@@ -224,3 +224,26 @@ fn check_validates_without_committing() {
     );
     assert_eq!(w.commits(), commits);
 }
+
+#[tokio::test]
+async fn an_idle_watcher_stays_idle() {
+    // The watcher once woke up on the events of its own pass (opening and
+    // reading the folder) and so never slept: an idle server kept both
+    // cores busy. After a file has landed, a server with nothing to do must
+    // use almost no CPU.
+    let w = TestWarehouse::empty();
+    let server = TestServer::start(&w).await;
+    let landing = w.path().join("landing");
+    let file = drop_file(&landing, "00004.parquet", |p| {
+        write_parquet(p, &[row("00004", "2024-07", "births", 3.0)])
+    });
+    gone(&file).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = server.cpu_ticks();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = server.cpu_ticks() - before;
+    // 300 ticks (100 per second) would be one core busy all along; the
+    // broken watcher used about 400. Idle work (a checkpoint check every
+    // second, the polling pass) is a tick or two.
+    assert!(used < 60, "an idle server used {used} CPU ticks in 3 s");
+}

@@ -249,6 +249,20 @@ impl TestServer {
         TestServer { child, port }
     }
 
+    /// The CPU time the server process has used so far, in clock ticks
+    /// (user + system, from /proc).
+    pub fn cpu_ticks(&self) -> u64 {
+        let pid = self.child.id().expect("the server is running");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+        // Fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+    }
+
     /// Waits for the server to end by itself (a test that made it crash).
     pub async fn exited(&mut self) -> std::process::ExitStatus {
         // A guard against a server that never ends, not a performance bound.

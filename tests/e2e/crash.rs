@@ -18,6 +18,39 @@ use crate::support::{BIN, TestServer, TestWarehouse, row, shipped_units, write_p
 /// SIGABRT: how a crash point ends the process.
 const ABORTED: i32 = 6;
 
+/// One file per ward as an ETL job drops it (written under a temporary
+/// name, then renamed): births = its position + 1, deaths = 1, 2024-07.
+fn drop_ward_files(landing: &Path, wards: &[String]) {
+    for (i, ward) in wards.iter().enumerate() {
+        let tmp = landing.join(format!(".{ward}.parquet.tmp"));
+        write_parquet(
+            &tmp,
+            &[
+                row(ward, "2024-07", "births", (i + 1) as f64),
+                row(ward, "2024-07", "deaths", 1.0),
+            ],
+        );
+        std::fs::rename(&tmp, landing.join(format!("{ward}.parquet"))).expect("rename");
+    }
+}
+
+/// Waits until the server has taken every landed file (a guard against a
+/// hang, not a timing check).
+async fn wait_until_taken(landing: &Path) {
+    for _ in 0..600 {
+        if landed(landing).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("files left in {}: {:?}", landing.display(), landed(landing));
+}
+
+/// The files in the quarantine folder.
+fn quarantined(w: &TestWarehouse) -> usize {
+    std::fs::read_dir(w.path().join("quarantine")).map_or(0, |d| d.count())
+}
+
 #[tokio::test]
 async fn killed_servers_lose_nothing_acknowledged_and_duplicate_nothing() {
     let w = TestWarehouse::empty();
@@ -30,17 +63,7 @@ async fn killed_servers_lose_nothing_acknowledged_and_duplicate_nothing() {
         .collect();
 
     // 60 one-ward files, as ETL jobs drop them.
-    for (i, ward) in wards.iter().take(60).enumerate() {
-        let tmp = landing.join(format!(".{ward}.parquet.tmp"));
-        write_parquet(
-            &tmp,
-            &[
-                row(ward, "2024-07", "births", (i + 1) as f64),
-                row(ward, "2024-07", "deaths", 1.0),
-            ],
-        );
-        std::fs::rename(&tmp, landing.join(format!("{ward}.parquet"))).expect("rename");
-    }
+    drop_ward_files(&landing, &wards[..60]);
 
     let mut acknowledged: BTreeMap<String, f64> = BTreeMap::new();
     let mut next = 60;
@@ -70,17 +93,7 @@ async fn killed_servers_lose_nothing_acknowledged_and_duplicate_nothing() {
 
     // A last start processes whatever is left.
     let server = TestServer::start(&w).await;
-    for _ in 0..600 {
-        let left = std::fs::read_dir(&landing)
-            .expect("landing")
-            .filter_map(Result::ok)
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .count();
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_taken(&landing).await;
     let client = server.client().await;
 
     // Every landed file exactly once: two values per ward, never four.
@@ -100,13 +113,7 @@ async fn killed_servers_lose_nothing_acknowledged_and_duplicate_nothing() {
             r.get::<_, String>(0)
         );
     }
-    assert!(
-        !w.path().join("quarantine").exists()
-            || std::fs::read_dir(w.path().join("quarantine"))
-                .expect("q")
-                .count()
-                == 0
-    );
+    assert_eq!(quarantined(&w), 0);
 
     // Every acknowledged INSERT is there, with its value.
     assert!(!acknowledged.is_empty());
@@ -225,17 +232,7 @@ async fn landed_files_survive_a_crash_at_every_point_of_their_way() {
         let w = TestWarehouse::empty();
         let landing = w.path().join("landing");
         std::fs::create_dir_all(&landing).expect("landing");
-        for (i, ward) in wards.iter().enumerate() {
-            let tmp = landing.join(format!(".{ward}.parquet.tmp"));
-            write_parquet(
-                &tmp,
-                &[
-                    row(ward, "2024-07", "births", (i + 1) as f64),
-                    row(ward, "2024-07", "deaths", 1.0),
-                ],
-            );
-            std::fs::rename(&tmp, landing.join(format!("{ward}.parquet"))).expect("rename");
-        }
+        drop_ward_files(&landing, &wards);
         // A writer still busy with its file when the server dies.
         std::fs::write(landing.join("late.parquet.tmp"), b"PAR1 half written").expect("tmp");
         let commits = w.commits();
@@ -258,16 +255,7 @@ async fn landed_files_survive_a_crash_at_every_point_of_their_way() {
 
         // The restart takes the rest, each file once.
         let server = TestServer::start(&w).await;
-        for _ in 0..600 {
-            if landed(&landing).is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(
-            landed(&landing).is_empty(),
-            "{point}: files left after the restart"
-        );
+        wait_until_taken(&landing).await;
         assert_eq!(
             w.commits(),
             commits + wards.len(),
@@ -277,14 +265,7 @@ async fn landed_files_survive_a_crash_at_every_point_of_their_way() {
             landing.join("late.parquet.tmp").exists(),
             "{point}: a file being written is never taken"
         );
-        assert!(
-            !w.path().join("quarantine").exists()
-                || std::fs::read_dir(w.path().join("quarantine"))
-                    .expect("quarantine")
-                    .count()
-                    == 0,
-            "{point}: nothing quarantined"
-        );
+        assert_eq!(quarantined(&w), 0, "{point}: nothing quarantined");
         let client = server.client().await;
         let history = client
             .query(

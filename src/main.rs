@@ -158,11 +158,16 @@ async fn serve(
 }
 
 /// Checkpoints the reports table every [`baocao_ingest::CHECKPOINT_INTERVAL`]
-/// commits, checked every second, off the commit path (a checkpoint inside
-/// a commit would stall that submission). A failure is logged and retried.
+/// commits, off the commit path (a checkpoint inside a commit would stall
+/// that submission): as soon as this server's commits make one due, and
+/// every second for commits of other processes. A failure is logged and
+/// retried.
 async fn auto_checkpoint(store: std::sync::Arc<baocao_ingest::ReportStore>) {
     loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        tokio::select! {
+            () = store.checkpoint_due() => {}
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
         match store.checkpoint(baocao_ingest::CHECKPOINT_INTERVAL).await {
             Ok(Some(version)) => tracing::info!(version, "checkpoint written"),
             Ok(None) => {}

@@ -8,6 +8,12 @@
 //! application transaction keyed by the file's name and content, so a file
 //! found again after a crash (committed, not yet removed) is removed without
 //! a second commit: each file is committed exactly once.
+//!
+//! Files that are ready together are read and validated in parallel and the
+//! valid ones committed together, in one Delta commit (group commit): each
+//! is still its own submission, with its own id and time, and a refused
+//! file never holds up the others. A bulk load of many files then costs one
+//! commit per pass instead of one per file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,8 +25,13 @@ use chrono::Utc;
 use crate::crash;
 use crate::error::{IngestError, Problem, Rejection, RowError};
 use crate::read::read_input;
-use crate::store::{ReportStore, Submission};
-use crate::validate::Validator;
+use crate::store::{Keyed, ReportStore, Submission};
+use crate::validate::{ValidBatch, Validator};
+
+/// At most this many files are committed together...
+const GROUP_FILES: usize = 64;
+/// ...and at most about this many bytes of them (a group is held in memory).
+const GROUP_BYTES: u64 = 256 << 20;
 
 /// What happened to one landed file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,8 +102,8 @@ impl Landing {
         &self.dir
     }
 
-    /// The files ready to process, oldest first.
-    fn ready(&self) -> std::io::Result<Vec<PathBuf>> {
+    /// The files ready to process with their sizes, oldest first.
+    fn ready(&self) -> std::io::Result<Vec<(PathBuf, u64)>> {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -100,106 +111,123 @@ impl Landing {
             if is_temporary(&name) || !entry.file_type()?.is_file() {
                 continue;
             }
-            let modified = entry.metadata().and_then(|m| m.modified()).ok();
-            files.push((modified, name, entry.path()));
+            let metadata = entry.metadata().ok();
+            let modified = metadata.as_ref().and_then(|m| m.modified().ok());
+            let size = metadata.map_or(0, |m| m.len());
+            files.push((modified, name, entry.path(), size));
         }
         files.sort();
-        Ok(files.into_iter().map(|(_, _, p)| p).collect())
+        Ok(files.into_iter().map(|(_, _, p, size)| (p, size)).collect())
     }
 
-    /// Processes every file ready now.
+    /// Processes every file ready now, in groups of files committed together.
     pub async fn process_ready(&self) -> Result<Vec<Outcome>, IngestError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| io_err(&self.dir, e))?;
         let mut out = Vec::new();
-        for path in self.ready().map_err(|e| io_err(&self.dir, e))? {
-            // One file's trouble (the table unreachable, say) must not hold
-            // up the others: it stays and is retried on the next pass.
-            match self.process(&path).await {
-                Ok(o) => out.push(o),
-                Err(e) => {
-                    tracing::error!(file = %path.display(), "landed file left for a retry: {e}")
+        for group in groups(self.ready().map_err(|e| io_err(&self.dir, e))?) {
+            // One group's trouble (the table unreachable, say) must not hold
+            // up the next: its files stay and are retried on the next pass.
+            match self.process_group(group).await {
+                Ok(mut o) => out.append(&mut o),
+                Err(e) => tracing::error!("landed files left for a retry: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads and validates the files in parallel, quarantines the refused
+    /// ones and commits the valid ones together; removes those only then.
+    async fn process_group(&self, paths: Vec<PathBuf>) -> Result<Vec<Outcome>, IngestError> {
+        use futures::StreamExt;
+        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let checked: Vec<_> = futures::stream::iter(paths)
+            .map(|path| self.check(path))
+            .buffered(parallel)
+            .collect()
+            .await;
+        let mut out = Vec::new();
+        let mut valid = Vec::new();
+        let mut keyed = Vec::new();
+        for (path, name, checked) in checked {
+            match checked {
+                Ok(Checked::Gone) => out.push(Outcome::AlreadyCommitted { file: name }),
+                Ok(Checked::Refused(r)) => match self.quarantine(&path, &name, &r) {
+                    Ok(o) => out.push(o),
+                    Err(e) => tracing::error!(file = %name, "refused file left in place: {e}"),
+                },
+                Ok(Checked::Valid {
+                    batch,
+                    key,
+                    read_ms,
+                }) => {
+                    // In arrival order, so a later file's values supersede
+                    // an earlier one's.
+                    let submission =
+                        Submission::now(format!("landing:{name}"), format!("landing/{name}"));
+                    valid.push((path, name, key.clone(), batch.len(), read_ms));
+                    keyed.push(Keyed {
+                        batch,
+                        submission,
+                        key,
+                    });
+                }
+                Err(e) => tracing::error!(file = %name, "landed file left for a retry: {e}"),
+            }
+        }
+        if valid.is_empty() {
+            return Ok(out);
+        }
+        let started = std::time::Instant::now();
+        let done = self.store.commit_once(keyed).await?;
+        crash::reached(crash::LANDING_COMMITTED);
+        let commit_ms = started.elapsed().as_secs_f64() * 1e3;
+        let files = valid.len();
+        for (path, name, key, rows, read_ms) in valid {
+            // Only now, with the commit in the log, may the file go.
+            remove(&path)?;
+            match &done.receipt {
+                Some(r) if !done.already_committed.contains(&key) => {
+                    tracing::info!(
+                        file = %name,
+                        rows,
+                        version = r.version,
+                        files_in_commit = files,
+                        read_and_validate_ms = read_ms,
+                        commit_ms,
+                        "landed file committed"
+                    );
+                    out.push(Outcome::Committed {
+                        file: name,
+                        rows,
+                        version: r.version,
+                    });
+                }
+                _ => {
+                    tracing::info!(file = %name, "landed file was already committed; removed");
+                    out.push(Outcome::AlreadyCommitted { file: name });
                 }
             }
         }
         Ok(out)
     }
 
-    async fn process(&self, path: &Path) -> Result<Outcome, IngestError> {
+    /// Reads one landed file and validates it, on a blocking thread.
+    async fn check(&self, path: PathBuf) -> (PathBuf, String, Result<Checked, IngestError>) {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let started = std::time::Instant::now();
-        let content = match std::fs::read(path) {
-            Ok(c) => c,
-            // Gone meanwhile (another server took it): nothing to do.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Outcome::AlreadyCommitted { file: name });
-            }
-            Err(e) => return Err(io_err(path, e)),
-        };
-        crash::reached(crash::LANDING_READ);
-        let key = landing_key(&name, &content);
-        let today = Utc::now().date_naive();
-        // The bytes read once serve the key and the parse.
-        let checked = read_input(&name, content).and_then(|input| {
-            Validator::new(&self.catalog, today)
-                .validate_rows(&input.batch, &name, Some(&input.rows))
-                .map_err(IngestError::from)
-        });
-        let valid = match checked {
-            Ok(v) => v,
-            Err(IngestError::Rejected(r)) => return self.quarantine(path, &name, &r),
-            // Whatever is wrong with the file itself sends it to quarantine.
-            Err(e @ (IngestError::Read { .. } | IngestError::Arrow(_))) => {
-                let message = match e {
-                    IngestError::Read { message, .. } => message,
-                    other => other.to_string(),
-                };
-                let r = Rejection {
-                    source: name.clone(),
-                    errors: vec![RowError {
-                        problem: Problem::Shape,
-                        row: None,
-                        field: None,
-                        reason: message,
-                    }],
-                    total: 1,
-                };
-                return self.quarantine(path, &name, &r);
-            }
-            Err(other) => return Err(other),
-        };
-        let checked_in = started.elapsed();
-        let submission = Submission::now(format!("landing:{name}"), format!("landing/{name}"));
-        let receipt = self
-            .store
-            .commit_once(vec![(valid, submission)], &key)
-            .await?;
-        crash::reached(crash::LANDING_COMMITTED);
-        // Only now, with the commit in the log, may the file go.
-        remove(path)?;
-        Ok(match receipt {
-            Some(r) => {
-                tracing::info!(
-                    file = %name,
-                    rows = r.rows,
-                    version = r.version,
-                    read_and_validate_ms = checked_in.as_secs_f64() * 1e3,
-                    total_ms = started.elapsed().as_secs_f64() * 1e3,
-                    "landed file committed"
-                );
-                Outcome::Committed {
-                    file: name,
-                    rows: r.rows,
-                    version: r.version,
-                }
-            }
-            None => {
-                tracing::info!(file = %name, "landed file was already committed; removed");
-                Outcome::AlreadyCommitted { file: name }
-            }
-        })
+        let catalog = self.catalog.clone();
+        let (file, source) = (path.clone(), name.clone());
+        let checked = tokio::task::spawn_blocking(move || check_file(&file, &source, &catalog))
+            .await
+            .unwrap_or_else(|e| {
+                Err(IngestError::Read {
+                    path: path.display().to_string(),
+                    message: format!("the check stopped: {e}"),
+                })
+            });
+        (path, name, checked)
     }
 
     fn quarantine(&self, path: &Path, name: &str, r: &Rejection) -> Result<Outcome, IngestError> {
@@ -268,6 +296,85 @@ impl Landing {
                 }
             }
         }
+    }
+}
+
+/// Splits the ready files into groups of at most [`GROUP_FILES`] files and
+/// about [`GROUP_BYTES`] bytes (a larger file goes alone).
+fn groups(ready: Vec<(PathBuf, u64)>) -> Vec<Vec<PathBuf>> {
+    let mut groups: Vec<Vec<PathBuf>> = Vec::new();
+    let mut bytes = 0;
+    for (path, size) in ready {
+        match groups.last_mut() {
+            Some(group) if group.len() < GROUP_FILES && bytes + size <= GROUP_BYTES => {
+                bytes += size;
+                group.push(path);
+            }
+            _ => {
+                bytes = size;
+                groups.push(vec![path]);
+            }
+        }
+    }
+    groups
+}
+
+/// What reading and validating one landed file found.
+enum Checked {
+    /// Gone meanwhile (another server took it): nothing to do.
+    Gone,
+    /// Refused: goes to quarantine.
+    Refused(Box<Rejection>),
+    /// Ready to commit.
+    Valid {
+        batch: ValidBatch,
+        /// The exactly-once key (see [`landing_key`]).
+        key: String,
+        read_ms: f64,
+    },
+}
+
+fn check_file(path: &Path, name: &str, catalog: &Catalog) -> Result<Checked, IngestError> {
+    let started = std::time::Instant::now();
+    let content = match std::fs::read(path) {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Checked::Gone),
+        Err(e) => return Err(io_err(path, e)),
+    };
+    crash::reached(crash::LANDING_READ);
+    let key = landing_key(name, &content);
+    let today = Utc::now().date_naive();
+    // The bytes read once serve the key and the parse.
+    let checked = read_input(name, content).and_then(|input| {
+        Validator::new(catalog, today)
+            .validate_rows(&input.batch, name, Some(&input.rows))
+            .map_err(IngestError::from)
+    });
+    match checked {
+        Ok(batch) => Ok(Checked::Valid {
+            batch,
+            key,
+            read_ms: started.elapsed().as_secs_f64() * 1e3,
+        }),
+        Err(IngestError::Rejected(r)) => Ok(Checked::Refused(r)),
+        // Whatever is wrong with the file itself sends it to quarantine.
+        Err(e @ (IngestError::Read { .. } | IngestError::Arrow(_))) => {
+            let reason = match e {
+                IngestError::Read { message, .. } => message,
+                other => other.to_string(),
+            };
+            Ok(Checked::Refused(Box::new(Rejection {
+                source: name.to_string(),
+                errors: vec![RowError {
+                    problem: Problem::Shape,
+                    row: None,
+                    field: None,
+                    reason,
+                }],
+                total: 1,
+            })))
+        }
+        Err(other) => Err(other),
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use baocao_catalog::report::{PARTITION_COLUMNS, reports_schema};
+use baocao_table::CurrentTable;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
@@ -18,8 +19,8 @@ use deltalake::delta_datafusion::DeltaSessionContext;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{DataType, PrimitiveType, Transaction};
 use deltalake::protocol::SaveMode;
-use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
-use tokio::sync::Mutex;
+use deltalake::{DeltaTableBuilder, DeltaTableError};
+use tokio::sync::{Mutex, Notify};
 use url::Url;
 
 use crate::crash;
@@ -58,6 +59,24 @@ pub struct Receipt {
     pub submissions: usize,
 }
 
+/// A submission committed at most once: `key` names it for good (a landed
+/// file's name and content, say).
+#[derive(Debug, Clone)]
+pub struct Keyed {
+    pub batch: ValidBatch,
+    pub submission: Submission,
+    pub key: String,
+}
+
+/// What [`ReportStore::commit_once`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnceReceipt {
+    /// The commit, if any submission was left to commit.
+    pub receipt: Option<Receipt>,
+    /// The keys a commit in the log already carried: left out.
+    pub already_committed: Vec<String>,
+}
+
 /// What a compaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compaction {
@@ -69,17 +88,26 @@ pub struct Compaction {
     pub version: u64,
 }
 
-/// How many commits may land between two checkpoints (Delta's default).
-pub const CHECKPOINT_INTERVAL: u64 = 100;
+/// How many commits may land between two checkpoints. Lower than
+/// delta-rs' default of 100: a checkpoint is also when the writer's and the
+/// readers' snapshots are loaded afresh, and each commit carried forward
+/// since makes the next one a little slower (see `baocao_table`).
+pub const CHECKPOINT_INTERVAL: u64 = 20;
+
+/// How many commits may land between two clean-ups of expired log entries:
+/// a clean-up lists the whole log folder, too slow to do at every checkpoint.
+const LOG_CLEANUP_INTERVAL: u64 = 1000;
 
 /// The stored reports table.
 pub struct ReportStore {
     location: Url,
-    table: Mutex<DeltaTable>,
+    table: Mutex<CurrentTable>,
     /// The session commits are written with (see [`writer_session`]).
     session: Arc<dyn datafusion::catalog::Session>,
     /// The version of the newest checkpoint: found at open, or made since.
     checkpointed: AtomicU64,
+    /// Woken when a commit makes a checkpoint due (see [`Self::checkpoint_due`]).
+    checkpoint_due: Notify,
 }
 
 fn table_err(location: &Url) -> impl Fn(DeltaTableError) -> IngestError + '_ {
@@ -140,13 +168,15 @@ impl ReportStore {
                 .map_err(&err)?
         };
         let session = writer_session().map_err(&err)?;
-        let checkpointed = AtomicU64::new(last_checkpoint(&table).await);
+        let table = CurrentTable::new(table).await;
+        let checkpointed = AtomicU64::new(baocao_table::last_checkpoint(table.table()).await);
         drop(err);
         Ok(ReportStore {
             location,
             table: Mutex::new(table),
             session,
             checkpointed,
+            checkpoint_due: Notify::new(),
         })
     }
 
@@ -159,13 +189,15 @@ impl ReportStore {
             .await
             .map_err(&err)?;
         let session = writer_session().map_err(&err)?;
-        let checkpointed = AtomicU64::new(last_checkpoint(&table).await);
+        let table = CurrentTable::new(table).await;
+        let checkpointed = AtomicU64::new(baocao_table::last_checkpoint(table.table()).await);
         drop(err);
         Ok(ReportStore {
             location,
             table: Mutex::new(table),
             session,
             checkpointed,
+            checkpoint_due: Notify::new(),
         })
     }
 
@@ -181,15 +213,20 @@ impl ReportStore {
         self.commit_with_metadata(submissions, []).await
     }
 
-    /// Commits the submissions unless a commit with the application
-    /// transaction `key` is already in the log (then `None`): the same key
-    /// never commits twice, across restarts and across processes.
-    pub async fn commit_once(
-        &self,
-        submissions: Vec<(ValidBatch, Submission)>,
-        key: &str,
-    ) -> Result<Option<Receipt>, IngestError> {
-        self.commit_inner(submissions, Vec::new(), Some(key)).await
+    /// Commits the keyed submissions as one atomic transaction, leaving out
+    /// each whose key a commit in the log already carries (as a Delta
+    /// application transaction): the same key never commits twice, across
+    /// restarts and across processes.
+    pub async fn commit_once(&self, keyed: Vec<Keyed>) -> Result<OnceReceipt, IngestError> {
+        let keyed = keyed
+            .into_iter()
+            .map(|k| (k.batch, k.submission, Some(k.key)))
+            .collect();
+        let (receipt, already_committed) = self.commit_inner(keyed, Vec::new()).await?;
+        Ok(OnceReceipt {
+            receipt,
+            already_committed,
+        })
     }
 
     /// Commits the submissions as one atomic transaction, with extra
@@ -199,8 +236,12 @@ impl ReportStore {
         submissions: Vec<(ValidBatch, Submission)>,
         metadata: impl IntoIterator<Item = (String, serde_json::Value)>,
     ) -> Result<Receipt, IngestError> {
-        let receipt = self
-            .commit_inner(submissions, metadata.into_iter().collect(), None)
+        let submissions = submissions
+            .into_iter()
+            .map(|(batch, submission)| (batch, submission, None))
+            .collect();
+        let (receipt, _) = self
+            .commit_inner(submissions, metadata.into_iter().collect())
             .await?;
         receipt.ok_or_else(|| IngestError::Table {
             location: self.location.to_string(),
@@ -210,12 +251,40 @@ impl ReportStore {
         })
     }
 
+    /// Commits the submissions, leaving out those whose key is already in
+    /// the log; returns the receipt (none if nothing was left to commit)
+    /// and the keys left out.
     async fn commit_inner(
         &self,
-        submissions: Vec<(ValidBatch, Submission)>,
+        submissions: Vec<(ValidBatch, Submission, Option<String>)>,
         metadata: Vec<(String, serde_json::Value)>,
-        key: Option<&str>,
-    ) -> Result<Option<Receipt>, IngestError> {
+    ) -> Result<(Option<Receipt>, Vec<String>), IngestError> {
+        let mut guard = self.table.lock().await;
+        let err = table_err(&self.location);
+        // Another process may have committed since: start from the newest state.
+        guard.refresh().await.map_err(&err)?;
+        let mut already = Vec::new();
+        let mut keys = Vec::new();
+        let mut submissions_left = Vec::with_capacity(submissions.len());
+        for (batch, submission, key) in submissions {
+            if let Some(key) = key {
+                let state = guard.table().snapshot().map_err(&err)?;
+                let found = state
+                    .transaction_version(guard.table().log_store().as_ref(), &key)
+                    .await
+                    .map_err(&err)?;
+                if found.is_some() {
+                    already.push(key);
+                    continue;
+                }
+                keys.push(key);
+            }
+            submissions_left.push((batch, submission));
+        }
+        let submissions = submissions_left;
+        if submissions.is_empty() && !already.is_empty() {
+            return Ok((None, already));
+        }
         let rows: usize = submissions.iter().map(|(b, _)| b.len()).sum();
         let count = submissions.len();
         let batch = to_record_batch(&submissions)?;
@@ -229,34 +298,20 @@ impl ReportStore {
                 })
             })
             .collect();
-        let mut guard = self.table.lock().await;
-        let err = table_err(&self.location);
-        // Another process may have committed since: start from the newest state.
-        guard.update_incremental(None).await.map_err(&err)?;
-        if let Some(key) = key {
-            let state = guard.snapshot().map_err(&err)?;
-            if state
-                .transaction_version(guard.log_store().as_ref(), key)
-                .await
-                .map_err(&err)?
-                .is_some()
-            {
-                return Ok(None);
-            }
-        }
         let mut properties = CommitProperties::default()
             .with_metadata(metadata.into_iter().chain([(
                 "baocao.submissions".to_string(),
                 serde_json::Value::Array(ids),
             )]))
-            // Checkpoints and log clean-up would stall every hundredth
+            // Checkpoints and log clean-up would stall every twentieth
             // submission; `checkpoint` does them off the commit path.
             .with_create_checkpoint(false)
             .with_cleanup_expired_logs(Some(false));
-        if let Some(key) = key {
+        for key in &keys {
             properties = properties.with_application_transaction(Transaction::new(key, 1));
         }
         let table = guard
+            .table()
             .clone()
             .write(vec![batch])
             .with_save_mode(SaveMode::Append)
@@ -268,12 +323,18 @@ impl ReportStore {
             .await
             .map_err(&err)?;
         let version = table.version().unwrap_or_default();
-        *guard = table;
-        Ok(Some(Receipt {
-            version,
-            rows,
-            submissions: count,
-        }))
+        guard.advance(table);
+        if version >= self.checkpointed.load(Ordering::SeqCst) + CHECKPOINT_INTERVAL {
+            self.checkpoint_due.notify_one();
+        }
+        Ok((
+            Some(Receipt {
+                version,
+                rows,
+                submissions: count,
+            }),
+            already,
+        ))
     }
 
     /// Merges the small files of each partition into large ones (one Delta
@@ -284,8 +345,9 @@ impl ReportStore {
     pub async fn compact(&self, retention: chrono::Duration) -> Result<Compaction, IngestError> {
         let err = table_err(&self.location);
         let mut guard = self.table.lock().await;
-        guard.update_incremental(None).await.map_err(&err)?;
+        guard.refresh().await.map_err(&err)?;
         let (table, metrics) = guard
+            .table()
             .clone()
             .optimize()
             .with_type(deltalake::operations::optimize::OptimizeType::Compact)
@@ -299,7 +361,7 @@ impl ReportStore {
             .await
             .map_err(&err)?;
         let version = table.version().unwrap_or_default();
-        *guard = table;
+        guard.advance(table);
         Ok(Compaction {
             files_removed: metrics.num_files_removed,
             files_added: metrics.num_files_added,
@@ -319,8 +381,8 @@ impl ReportStore {
         let err = table_err(&self.location);
         let table = {
             let mut guard = self.table.lock().await;
-            guard.update_incremental(None).await.map_err(&err)?;
-            guard.clone()
+            guard.refresh().await.map_err(&err)?;
+            guard.table().clone()
         };
         let version = table.version().unwrap_or_default();
         if version < self.checkpointed.load(Ordering::SeqCst) + every.max(1) {
@@ -329,39 +391,37 @@ impl ReportStore {
         deltalake::checkpoints::create_checkpoint(&table, None)
             .await
             .map_err(&err)?;
-        deltalake::checkpoints::cleanup_metadata(&table, None)
-            .await
-            .map_err(&err)?;
-        self.checkpointed.store(version, Ordering::SeqCst);
+        let previous = self.checkpointed.swap(version, Ordering::SeqCst);
+        if previous / LOG_CLEANUP_INTERVAL < version / LOG_CLEANUP_INTERVAL {
+            deltalake::checkpoints::cleanup_metadata(&table, None)
+                .await
+                .map_err(&err)?;
+        }
+        // The writer's snapshot has been carried forward commit by commit
+        // since it was loaded; load it afresh from the new checkpoint so the
+        // next commits start cheap again (see `baocao_table`). Loading takes
+        // a while on a large table, so commits go on meanwhile and the fresh
+        // snapshot catches up with them under the lock.
+        let mut fresh = CurrentTable::load(table.log_store()).await.map_err(&err)?;
+        let mut guard = self.table.lock().await;
+        fresh.refresh().await.map_err(&err)?;
+        *guard = fresh;
         Ok(Some(version))
+    }
+
+    /// Waits until a commit of this store makes a checkpoint due
+    /// ([`CHECKPOINT_INTERVAL`] commits since the last one). A background
+    /// task waits on this, with a timeout for other processes' commits.
+    pub async fn checkpoint_due(&self) {
+        self.checkpoint_due.notified().await;
     }
 
     /// The newest committed version.
     pub async fn version(&self) -> Result<u64, IngestError> {
         let mut guard = self.table.lock().await;
-        guard
-            .update_incremental(None)
-            .await
-            .map_err(table_err(&self.location))?;
-        Ok(guard.version().unwrap_or_default())
+        guard.refresh().await.map_err(table_err(&self.location))?;
+        Ok(guard.version())
     }
-}
-
-/// The version of the table's newest checkpoint (0 if it has none), from
-/// `_delta_log/_last_checkpoint`.
-async fn last_checkpoint(table: &DeltaTable) -> u64 {
-    use datafusion::object_store::ObjectStoreExt;
-    let path = datafusion::object_store::path::Path::from("_delta_log/_last_checkpoint");
-    let Ok(found) = table.log_store().object_store(None).get(&path).await else {
-        return 0;
-    };
-    let Ok(bytes) = found.bytes().await else {
-        return 0;
-    };
-    serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v.get("version").and_then(serde_json::Value::as_u64))
-        .unwrap_or(0)
 }
 
 /// How the table at `location` is reached: the location's own object store,

@@ -3,8 +3,8 @@
 //!
 //! A Delta table provider is a snapshot; a reporting warehouse must show a
 //! report the moment its commit lands. So this provider asks the log for new
-//! commits at the start of each scan (a cheap listing when there are none)
-//! and plans the scan on that fresh snapshot.
+//! commits at the start of each scan (one metadata read when there are none,
+//! see `baocao_table`) and plans the scan on that fresh snapshot.
 
 use std::sync::{Arc, RwLock};
 
@@ -14,15 +14,13 @@ use datafusion::catalog::Session;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::object_store::ObjectStoreExt;
-use datafusion::object_store::path::Path;
 use datafusion::physical_plan::ExecutionPlan;
 use deltalake::DeltaTable;
 use tokio::sync::Mutex;
 
 /// A Delta table that always scans its newest committed version.
 pub struct LiveDeltaTable {
-    table: Mutex<DeltaTable>,
+    table: Mutex<baocao_table::CurrentTable>,
     /// The provider of the last refresh, for schema and pushdown answers,
     /// which DataFusion asks synchronously.
     current: RwLock<Arc<dyn TableProvider>>,
@@ -46,7 +44,7 @@ impl LiveDeltaTable {
         let provider = table.table_provider().await?;
         let schema = provider.schema();
         Ok(LiveDeltaTable {
-            table: Mutex::new(table),
+            table: Mutex::new(baocao_table::CurrentTable::new(table).await),
             current: RwLock::new(provider),
             schema,
         })
@@ -55,14 +53,10 @@ impl LiveDeltaTable {
     /// The provider for the newest version of the table.
     async fn refresh(&self, state: &dyn Session) -> Result<Arc<dyn TableProvider>> {
         let mut table = self.table.lock().await;
-        let before = table.version();
-        if newer_commit_exists(&table).await {
-            table.update_incremental(None).await.map_err(delta_err)?;
-        }
+        let changed = table.refresh().await.map_err(delta_err)?;
+        let table = table.table();
         table.update_datafusion_session(state).map_err(delta_err)?;
-        if before == table.version()
-            && let Ok(current) = self.current.read()
-        {
+        if !changed && let Ok(current) = self.current.read() {
             return Ok(current.clone());
         }
         let provider = table.table_provider().await?;
@@ -74,25 +68,8 @@ impl LiveDeltaTable {
 
     /// The version the last scan read.
     pub async fn version(&self) -> Option<u64> {
-        self.table.lock().await.version()
+        self.table.lock().await.table().version()
     }
-}
-
-/// Whether a commit newer than the table's version exists. Delta versions
-/// are consecutive, so that is whether `_delta_log/<version + 1>.json`
-/// exists: one metadata read, where asking the log for its latest version
-/// lists the whole log folder (tens of thousands of entries after a month of
-/// one-ward submissions) on every query.
-async fn newer_commit_exists(table: &DeltaTable) -> bool {
-    let Some(version) = table.version() else {
-        return true;
-    };
-    let next = Path::from(format!("_delta_log/{:020}.json", version + 1));
-    // Found, or no answer: let the log store look.
-    !matches!(
-        table.log_store().object_store(None).head(&next).await,
-        Err(datafusion::object_store::Error::NotFound { .. })
-    )
 }
 
 #[async_trait]

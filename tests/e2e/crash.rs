@@ -219,16 +219,19 @@ async fn landed_files_survive_a_crash_at_every_point_of_their_way() {
         .map(|u| u.code)
         .take(5)
         .collect();
-    // (point, files committed when it stops, files still in landing/ then)
+    // The five files are ready together, so they are committed together
+    // (one commit, five submissions).
+    // (point and when, commits when it stops, files still in landing/ then)
     let points = [
-        // The third file read, not committed: two are in, three wait.
-        ("landing-read", 2, 3),
-        // The third file's data written, its log entry not: two are in.
-        ("commit-publish", 2, 3),
-        // The third file committed, not yet removed: three are in, three wait.
-        ("landing-committed", 3, 3),
+        // The third file read, the first two read and checked: none is in.
+        ("landing-read:3", 0, 5),
+        // The group's data written, its log entry not: none is in.
+        ("commit-publish:1", 0, 5),
+        // The group committed, no file removed yet: all five are in.
+        ("landing-committed:1", 1, 5),
     ];
-    for (point, committed, waiting) in points {
+    for (spec, committed, waiting) in points {
+        let point = spec.split(':').next().unwrap_or(spec);
         let w = TestWarehouse::empty();
         let landing = w.path().join("landing");
         std::fs::create_dir_all(&landing).expect("landing");
@@ -237,7 +240,7 @@ async fn landed_files_survive_a_crash_at_every_point_of_their_way() {
         std::fs::write(landing.join("late.parquet.tmp"), b"PAR1 half written").expect("tmp");
         let commits = w.commits();
 
-        serve_until_crash(&w, &format!("{point}:3")).await;
+        serve_until_crash(&w, spec).await;
         assert_eq!(
             w.commits(),
             commits + committed,
@@ -245,12 +248,9 @@ async fn landed_files_survive_a_crash_at_every_point_of_their_way() {
         );
         assert_eq!(landed(&landing).len(), waiting, "{point}: files left");
         if point == "commit-publish" {
-            // Mid-commit for real: a data file no log entry names.
-            assert_eq!(
-                data_files(&w),
-                committed + 1,
-                "{point}: the orphan data file"
-            );
+            // Mid-commit for real: a data file (the five files' rows, one
+            // period) no log entry names.
+            assert_eq!(data_files(&w), 1, "{point}: the orphan data file");
         }
 
         // The restart takes the rest, each file once.
@@ -258,8 +258,8 @@ async fn landed_files_survive_a_crash_at_every_point_of_their_way() {
         wait_until_taken(&landing).await;
         assert_eq!(
             w.commits(),
-            commits + wards.len(),
-            "{point}: one commit per file"
+            commits + 1,
+            "{point}: one commit for the five files, made once"
         );
         assert!(
             landing.join("late.parquet.tmp").exists(),

@@ -169,6 +169,77 @@ async fn dropped_files_are_committed_once_or_quarantined() {
     assert!(report.contains("not a readable Parquet file"), "{report}");
 }
 
+#[tokio::test]
+async fn files_ready_together_are_committed_together_each_its_own_submission() {
+    let w = TestWarehouse::empty();
+    let landing = w.path().join("landing");
+    std::fs::create_dir_all(&landing).expect("landing");
+    // Dropped while no server runs, so one pass finds them all. Names sort
+    // in arrival order too (files written in one clock tick share a time).
+    drop_file(&landing, "a-first.csv", |p| {
+        std::fs::write(
+            p,
+            "unit_code,period,indicator_code,value\n00004,2024-07,births,1\n00007,2024-07,births,2\n",
+        )
+        .expect("csv")
+    });
+    drop_file(&landing, "b-refused.csv", |p| {
+        std::fs::write(
+            p,
+            "unit_code,period,indicator_code,value\n99999,2024-07,births,3\n",
+        )
+        .expect("csv")
+    });
+    // A correction of the first file's value for 00004: later, so it stands.
+    drop_file(&landing, "c-correction.csv", |p| {
+        std::fs::write(
+            p,
+            "unit_code,period,indicator_code,value\n00004,2024-07,births,10\n",
+        )
+        .expect("csv")
+    });
+    let commits = w.commits();
+
+    let server = TestServer::start(&w).await;
+    let client = server.client().await;
+    for name in ["a-first.csv", "b-refused.csv", "c-correction.csv"] {
+        gone(&landing.join(name)).await;
+    }
+    assert_eq!(
+        w.commits(),
+        commits + 1,
+        "the two valid files in one commit"
+    );
+    assert!(w.path().join("quarantine/b-refused.csv").exists());
+    let rows = client
+        .query(
+            "SELECT unit_code, value, submitted_by FROM reports ORDER BY unit_code",
+            &[],
+        )
+        .await
+        .expect("reports");
+    let got: Vec<(String, f64, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("00004".into(), 10.0, "landing:c-correction.csv".into()),
+            ("00007".into(), 2.0, "landing:a-first.csv".into()),
+        ]
+    );
+    let submissions: i64 = client
+        .query_one(
+            "SELECT COUNT(DISTINCT submission_id) FROM reports_history",
+            &[],
+        )
+        .await
+        .expect("submissions")
+        .get(0);
+    assert_eq!(submissions, 2, "each file its own submission");
+}
+
 #[test]
 fn check_validates_without_committing() {
     let w = TestWarehouse::empty();

@@ -76,14 +76,17 @@ print(f"| INSERT of one value, until acknowledged | {pct(acks, 50):.1f} | {pct(a
 print(f"| acknowledged INSERT, until another connection sees it | {pct(visible, 50):.1f} | {pct(visible, 99):.1f} | {len(visible)} |")
 print(f"| file renamed into landing/, until a query sees it | {pct(dropped, 50):.1f} | {pct(dropped, 99):.1f} | {len(dropped)} |")
 
-# 3. Small files: every ward's report of one month as its own file.
+# 3. Small files: every ward's report of one month as its own file, each
+# arriving after the previous one was taken, as reports trickle in over a
+# day (files that arrive together are committed together, in one file per
+# partition).
 for ward in wards:
     tmp = os.path.join(landing, f".{ward}-apr.csv.tmp")
     with open(tmp, "w") as f:
         f.write(f"unit_code,period,births,deaths\n{ward},2024-04,7,3\n")
     os.rename(tmp, os.path.join(landing, f"{ward}-apr.csv"))
-while any(not n.startswith(".") for n in os.listdir(landing)):
-    time.sleep(0.1)
+    while any(not n.startswith(".") for n in os.listdir(landing)):
+        time.sleep(0.002)
 ROLLUP = "SELECT indicator_code, value FROM rollup WHERE unit_code = '01' AND period = '2024-04'"
 
 

@@ -30,8 +30,9 @@ use crate::validate::{ValidBatch, Validator};
 
 /// At most this many files are committed together...
 const GROUP_FILES: usize = 64;
-/// ...and at most about this many bytes of them (a group is held in memory).
-const GROUP_BYTES: u64 = 256 << 20;
+/// ...and at most about this many bytes of them (two groups are held in
+/// memory: one committing, the next being checked).
+const GROUP_BYTES: u64 = 128 << 20;
 
 /// What happened to one landed file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,14 +121,28 @@ impl Landing {
         Ok(files.into_iter().map(|(_, _, p, size)| (p, size)).collect())
     }
 
-    /// Processes every file ready now, in groups of files committed together.
+    /// Processes every file ready now, in groups of files committed
+    /// together; the next group is read and checked while one commits.
     pub async fn process_ready(&self) -> Result<Vec<Outcome>, IngestError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| io_err(&self.dir, e))?;
         let mut out = Vec::new();
-        for group in groups(self.ready().map_err(|e| io_err(&self.dir, e))?) {
+        let mut groups = groups(self.ready().map_err(|e| io_err(&self.dir, e))?).into_iter();
+        let mut checked = match groups.next() {
+            Some(group) => Some(self.check_group(group).await),
+            None => None,
+        };
+        while let Some(group) = checked.take() {
+            let next = groups.next();
+            let (done, next) = tokio::join!(self.commit_group(group), async {
+                match next {
+                    Some(paths) => Some(self.check_group(paths).await),
+                    None => None,
+                }
+            });
+            checked = next;
             // One group's trouble (the table unreachable, say) must not hold
             // up the next: its files stay and are retried on the next pass.
-            match self.process_group(group).await {
+            match done {
                 Ok(mut o) => out.append(&mut o),
                 Err(e) => tracing::error!("landed files left for a retry: {e}"),
             }
@@ -135,16 +150,20 @@ impl Landing {
         Ok(out)
     }
 
-    /// Reads and validates the files in parallel, quarantines the refused
-    /// ones and commits the valid ones together; removes those only then.
-    async fn process_group(&self, paths: Vec<PathBuf>) -> Result<Vec<Outcome>, IngestError> {
+    /// Reads and validates the files, in parallel.
+    async fn check_group(&self, paths: Vec<PathBuf>) -> Vec<CheckedFile> {
         use futures::StreamExt;
         let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let checked: Vec<_> = futures::stream::iter(paths)
+        futures::stream::iter(paths)
             .map(|path| self.check(path))
             .buffered(parallel)
             .collect()
-            .await;
+            .await
+    }
+
+    /// Quarantines the refused files and commits the valid ones together;
+    /// removes those only then.
+    async fn commit_group(&self, checked: Vec<CheckedFile>) -> Result<Vec<Outcome>, IngestError> {
         let mut out = Vec::new();
         let mut valid = Vec::new();
         let mut keyed = Vec::new();
@@ -166,7 +185,7 @@ impl Landing {
                         Submission::now(format!("landing:{name}"), format!("landing/{name}"));
                     valid.push((path, name, key.clone(), batch.len(), read_ms));
                     keyed.push(Keyed {
-                        batch,
+                        batch: *batch,
                         submission,
                         key,
                     });
@@ -212,7 +231,7 @@ impl Landing {
     }
 
     /// Reads one landed file and validates it, on a blocking thread.
-    async fn check(&self, path: PathBuf) -> (PathBuf, String, Result<Checked, IngestError>) {
+    async fn check(&self, path: PathBuf) -> CheckedFile {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -319,6 +338,9 @@ fn groups(ready: Vec<(PathBuf, u64)>) -> Vec<Vec<PathBuf>> {
     groups
 }
 
+/// A landed file's path, name, and what checking it found.
+type CheckedFile = (PathBuf, String, Result<Checked, IngestError>);
+
 /// What reading and validating one landed file found.
 enum Checked {
     /// Gone meanwhile (another server took it): nothing to do.
@@ -327,7 +349,7 @@ enum Checked {
     Refused(Box<Rejection>),
     /// Ready to commit.
     Valid {
-        batch: ValidBatch,
+        batch: Box<ValidBatch>,
         /// The exactly-once key (see [`landing_key`]).
         key: String,
         read_ms: f64,
@@ -352,7 +374,7 @@ fn check_file(path: &Path, name: &str, catalog: &Catalog) -> Result<Checked, Ing
     });
     match checked {
         Ok(batch) => Ok(Checked::Valid {
-            batch,
+            batch: Box::new(batch),
             key,
             read_ms: started.elapsed().as_secs_f64() * 1e3,
         }),

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use baocao_catalog::report::{INDICATOR_CODE, PERIOD, UNIT_CODE, VALUE};
-use datafusion::arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, Float64Array, RecordBatch, StringArray, StringBuilder,
+};
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -113,7 +115,7 @@ pub fn parse_delimited(
         }
     };
     let n = names.len();
-    let mut columns: Vec<Vec<Option<String>>> = vec![Vec::new(); n];
+    let mut columns: Vec<StringBuilder> = (0..n).map(|_| StringBuilder::new()).collect();
     let mut errors = Vec::new();
     for (i, record) in reader.byte_records().enumerate() {
         let row = i + 1;
@@ -146,7 +148,11 @@ pub fn parse_delimited(
             match std::str::from_utf8(cell) {
                 Ok(t) => {
                     let t = if format.trim { t.trim() } else { t };
-                    columns[k].push((t != format.null).then(|| t.to_string()));
+                    if t == format.null {
+                        columns[k].append_null();
+                    } else {
+                        columns[k].append_value(t);
+                    }
                 }
                 Err(_) => {
                     errors.push(RowError {
@@ -155,7 +161,7 @@ pub fn parse_delimited(
                         field: Some(names[k].clone()),
                         reason: format!("{} is not UTF-8 text (save the file as UTF-8)", names[k]),
                     });
-                    columns[k].push(None);
+                    columns[k].append_null();
                 }
             }
         }
@@ -168,8 +174,8 @@ pub fn parse_delimited(
         .map(|n| Field::new(n, DataType::Utf8, true))
         .collect();
     let arrays: Vec<ArrayRef> = columns
-        .into_iter()
-        .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
+        .iter_mut()
+        .map(|c| Arc::new(c.finish()) as ArrayRef)
         .collect();
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
 }

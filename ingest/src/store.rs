@@ -13,8 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use baocao_catalog::report::{PARTITION_COLUMNS, reports_schema};
 use baocao_table::CurrentTable;
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
-use datafusion::arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, StringBuilder, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::{SortColumn, concat, lexsort_to_indices, take_record_batch};
 use deltalake::delta_datafusion::DeltaSessionContext;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{DataType, PrimitiveType, Transaction};
@@ -453,35 +455,43 @@ fn writer_session() -> Result<Arc<dyn datafusion::catalog::Session>, DeltaTableE
 /// The stored layout: rows sorted by period, unit and indicator so each
 /// file's statistics are tight.
 fn to_record_batch(submissions: &[(ValidBatch, Submission)]) -> Result<RecordBatch, IngestError> {
-    let mut unit = Vec::new();
-    let mut period = Vec::new();
-    let mut indicator = Vec::new();
-    let mut value = Vec::new();
-    let (mut at, mut by, mut id, mut withdrawn) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut source = Vec::new();
+    if submissions.is_empty() {
+        return Ok(RecordBatch::new_empty(reports_schema()));
+    }
+    let rows: usize = submissions.iter().map(|(b, _)| b.len()).sum();
+    let keys = |column: fn(&ValidBatch) -> &dyn Array| -> Result<ArrayRef, IngestError> {
+        let arrays: Vec<&dyn Array> = submissions.iter().map(|(b, _)| column(b)).collect();
+        Ok(concat(&arrays)?)
+    };
+    let mut at = Vec::with_capacity(rows);
+    let mut withdrawn = Vec::with_capacity(rows);
+    let (mut by, mut id, mut source) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
     for (b, s) in submissions {
-        unit.extend_from_slice(&b.unit_code);
-        period.extend_from_slice(&b.period);
-        indicator.extend_from_slice(&b.indicator_code);
-        value.extend_from_slice(&b.value);
+        at.extend(std::iter::repeat_n(
+            s.submitted_at.timestamp_micros(),
+            b.len(),
+        ));
+        withdrawn.extend(std::iter::repeat_n(b.withdrawn, b.len()));
         for _ in 0..b.len() {
-            at.push(s.submitted_at.timestamp_micros());
-            by.push(s.submitted_by.as_str());
-            id.push(s.submission_id.as_str());
-            withdrawn.push(b.withdrawn);
-            source.push(s.source.as_str());
+            by.append_value(&s.submitted_by);
+            id.append_value(&s.submission_id);
+            source.append_value(&s.source);
         }
     }
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(unit)),
-        Arc::new(StringArray::from(period)),
-        Arc::new(StringArray::from(indicator)),
-        Arc::new(datafusion::arrow::array::Float64Array::from(value)),
+        keys(|b| &b.unit_code)?,
+        keys(|b| &b.period)?,
+        keys(|b| &b.indicator_code)?,
+        keys(|b| &b.value)?,
         Arc::new(TimestampMicrosecondArray::from(at).with_timezone("UTC")),
-        Arc::new(StringArray::from(by)),
-        Arc::new(StringArray::from(id)),
-        Arc::new(datafusion::arrow::array::BooleanArray::from(withdrawn)),
-        Arc::new(StringArray::from(source)),
+        Arc::new(by.finish()),
+        Arc::new(id.finish()),
+        Arc::new(BooleanArray::from(withdrawn)),
+        Arc::new(source.finish()),
     ];
     let batch = RecordBatch::try_new(reports_schema(), columns)?;
     // Period, unit, indicator; then time and id, so that equal keys (a value

@@ -9,27 +9,78 @@
 use baocao_catalog::report::{INDICATOR_CODE, PERIOD, UNIT_CODE, VALUE};
 use baocao_catalog::{Catalog, Indicator, Period, ValueKind};
 use chrono::NaiveDate;
-use datafusion::arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, Float64Array, Float64Builder, RecordBatch, StringArray, StringBuilder,
+};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::DataType;
-use std::collections::{HashMap, HashSet};
+use datafusion::common::{HashMap, HashSet};
 
 use crate::error::{MAX_ERRORS, Problem, Rejection, RowError};
 
-/// Rows that passed validation: the key columns and the value, in input order.
+/// Rows that passed validation: the key columns and the value, in input
+/// order, as Arrow arrays (no null in any).
 #[derive(Debug, Clone)]
 pub struct ValidBatch {
-    pub(crate) unit_code: Vec<String>,
-    pub(crate) period: Vec<String>,
-    pub(crate) indicator_code: Vec<String>,
-    pub(crate) value: Vec<f64>,
+    pub(crate) unit_code: StringArray,
+    /// In canonical form (`2024-07`, `2024Q3`).
+    pub(crate) period: StringArray,
+    pub(crate) indicator_code: StringArray,
+    pub(crate) value: Float64Array,
     /// The batch withdraws the values of its keys instead of giving values.
     pub(crate) withdrawn: bool,
+}
+
+/// Builds a [`ValidBatch`] row by row.
+struct ValidBuilder {
+    unit_code: StringBuilder,
+    period: StringBuilder,
+    indicator_code: StringBuilder,
+    value: Float64Builder,
+    withdrawn: bool,
+}
+
+impl ValidBuilder {
+    fn new(withdrawn: bool, rows: usize) -> Self {
+        ValidBuilder {
+            unit_code: StringBuilder::with_capacity(rows, rows * 5),
+            period: StringBuilder::with_capacity(rows, rows * 7),
+            indicator_code: StringBuilder::with_capacity(rows, rows * 12),
+            value: Float64Builder::with_capacity(rows),
+            withdrawn,
+        }
+    }
+
+    fn push(&mut self, unit: &str, period: &str, indicator: &str, value: f64) {
+        self.unit_code.append_value(unit);
+        self.period.append_value(period);
+        self.indicator_code.append_value(indicator);
+        self.value.append_value(value);
+    }
+
+    fn finish(mut self) -> ValidBatch {
+        ValidBatch {
+            unit_code: self.unit_code.finish(),
+            period: self.period.finish(),
+            indicator_code: self.indicator_code.finish(),
+            value: self.value.finish(),
+            withdrawn: self.withdrawn,
+        }
+    }
 }
 
 impl ValidBatch {
     pub fn len(&self) -> usize {
         self.value.len()
+    }
+
+    /// Row `i`'s key: unit, period, indicator.
+    fn key(&self, i: usize) -> (&str, &str, &str) {
+        (
+            self.unit_code.value(i),
+            self.period.value(i),
+            self.indicator_code.value(i),
+        )
     }
 
     pub fn is_empty(&self) -> bool {
@@ -39,37 +90,30 @@ impl ValidBatch {
     /// Joins several valid batches into one, checking that no key repeats
     /// across them (one commit must not hold two values for one key).
     pub fn concat(batches: Vec<(String, ValidBatch)>) -> Result<ValidBatch, Rejection> {
-        let mut out = ValidBatch::empty(false);
-        let mut seen = HashSet::new();
-        for (source, b) in batches {
+        let rows = batches.iter().map(|(_, b)| b.len()).sum();
+        let mut out = ValidBuilder::new(false, rows);
+        let mut seen = HashSet::with_capacity(rows);
+        for (source, b) in &batches {
             for i in 0..b.len() {
-                let key = (
-                    b.unit_code[i].clone(),
-                    b.period[i].clone(),
-                    b.indicator_code[i].clone(),
-                );
-                if !seen.insert(key) {
+                let (unit, period, indicator) = b.key(i);
+                if !seen.insert(b.key(i)) {
                     return Err(Rejection {
-                        source,
+                        source: source.clone(),
                         errors: vec![RowError {
                             problem: Problem::Duplicate,
                             row: Some(i + 1),
                             field: None,
                             reason: format!(
-                                "unit {} period {} indicator {} is also in an earlier file of this commit",
-                                b.unit_code[i], b.period[i], b.indicator_code[i]
+                                "unit {unit} period {period} indicator {indicator} is also in an earlier file of this commit"
                             ),
                         }],
                         total: 1,
                     });
                 }
+                out.push(unit, period, indicator, b.value.value(i));
             }
-            out.unit_code.extend(b.unit_code);
-            out.period.extend(b.period);
-            out.indicator_code.extend(b.indicator_code);
-            out.value.extend(b.value);
         }
-        Ok(out)
+        Ok(out.finish())
     }
 
     /// The net effect of `batches` applied in order, as at most two batches
@@ -78,48 +122,33 @@ impl ValidBatch {
     /// one; a later withdrawal removes it), so the result can be committed
     /// at once without depending on the order of its rows.
     pub fn net_effect(batches: Vec<ValidBatch>) -> Vec<ValidBatch> {
-        let mut last: HashMap<(String, String, String), (usize, bool, f64)> = HashMap::new();
+        // Each key's last write: (its place in the order of all writes, batch, row).
+        let mut last: HashMap<(&str, &str, &str), (usize, usize, usize)> = HashMap::new();
         let mut order = 0usize;
-        for b in &batches {
+        for (n, b) in batches.iter().enumerate() {
             for i in 0..b.len() {
-                let key = (
-                    b.unit_code[i].clone(),
-                    b.period[i].clone(),
-                    b.indicator_code[i].clone(),
-                );
-                last.insert(key, (order, b.withdrawn, b.value[i]));
+                last.insert(b.key(i), (order, n, i));
                 order += 1;
             }
         }
-        let mut rows: Vec<_> = last.into_iter().collect();
-        rows.sort_by_key(|(_, (order, _, _))| *order);
-        let mut values = ValidBatch::empty(false);
-        let mut withdrawals = ValidBatch::empty(true);
-        for ((unit, period, indicator), (_, withdrawn, value)) in rows {
-            let out = if withdrawn {
+        let mut rows: Vec<_> = last.into_values().collect();
+        rows.sort_unstable();
+        let mut values = ValidBuilder::new(false, rows.len());
+        let mut withdrawals = ValidBuilder::new(true, 0);
+        for (_, n, i) in rows {
+            let b = &batches[n];
+            let out = if b.withdrawn {
                 &mut withdrawals
             } else {
                 &mut values
             };
-            out.unit_code.push(unit);
-            out.period.push(period);
-            out.indicator_code.push(indicator);
-            out.value.push(value);
+            let (unit, period, indicator) = b.key(i);
+            out.push(unit, period, indicator, b.value.value(i));
         }
-        [values, withdrawals]
+        [values.finish(), withdrawals.finish()]
             .into_iter()
             .filter(|b| !b.is_empty())
             .collect()
-    }
-
-    fn empty(withdrawn: bool) -> ValidBatch {
-        ValidBatch {
-            unit_code: Vec::new(),
-            period: Vec::new(),
-            indicator_code: Vec::new(),
-            value: Vec::new(),
-            withdrawn,
-        }
     }
 }
 
@@ -298,13 +327,10 @@ impl<'a> Validator<'a> {
             }
         };
         let mut seen = HashSet::with_capacity(batch.num_rows());
-        let mut out = ValidBatch {
-            unit_code: Vec::with_capacity(batch.num_rows()),
-            period: Vec::with_capacity(batch.num_rows()),
-            indicator_code: Vec::with_capacity(batch.num_rows()),
-            value: Vec::with_capacity(batch.num_rows()),
-            withdrawn: !with_values,
-        };
+        let mut out = ValidBuilder::new(!with_values, batch.num_rows());
+        // A batch holds few distinct periods: each text is parsed (and
+        // written canonically) once.
+        let mut parsed: HashMap<&str, Result<(Period, String), String>> = HashMap::new();
         for row in 0..batch.num_rows() {
             fn get(a: &StringArray, row: usize) -> Option<&str> {
                 (!a.is_null(row)).then(|| a.value(row))
@@ -361,14 +387,19 @@ impl<'a> Validator<'a> {
                     format!("indicator_code '{code}' is not in the indicator catalog"),
                 );
             }
-            let period = match period_text.parse::<Period>() {
-                Ok(p) => Some(p),
+            let period = match parsed.entry(period_text).or_insert_with(|| {
+                period_text
+                    .parse::<Period>()
+                    .map(|p| (p, p.to_string()))
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok((p, canonical)) => Some((*p, canonical.as_str())),
                 Err(e) => {
-                    push(&mut errors, row, PERIOD, Problem::Invalid, e.to_string());
+                    push(&mut errors, row, PERIOD, Problem::Invalid, e.clone());
                     None
                 }
             };
-            let (Some(indicator), Some(period)) = (indicator, period) else {
+            let (Some(indicator), Some((period, canonical))) = (indicator, period) else {
                 continue;
             };
             if period.period_type() != indicator.period_type {
@@ -456,10 +487,7 @@ impl<'a> Validator<'a> {
                 );
                 continue;
             }
-            out.unit_code.push(unit.to_string());
-            out.period.push(period.to_string());
-            out.indicator_code.push(code.to_string());
-            out.value.push(v);
+            out.push(unit, canonical, code, v);
         }
         if total > 0 {
             return Err(Rejection {
@@ -468,7 +496,7 @@ impl<'a> Validator<'a> {
                 total,
             });
         }
-        Ok(out)
+        Ok(out.finish())
     }
 }
 
@@ -501,14 +529,11 @@ mod tests {
     use super::*;
 
     fn batch(rows: &[(&str, f64)], withdrawn: bool) -> ValidBatch {
-        let mut b = ValidBatch::empty(withdrawn);
+        let mut b = ValidBuilder::new(withdrawn, rows.len());
         for (unit, value) in rows {
-            b.unit_code.push(unit.to_string());
-            b.period.push("2025-06".to_string());
-            b.indicator_code.push("births".to_string());
-            b.value.push(*value);
+            b.push(unit, "2025-06", "births", *value);
         }
-        b
+        b.finish()
     }
 
     #[test]
@@ -520,10 +545,10 @@ mod tests {
         ]);
         assert_eq!(net.len(), 2);
         assert!(!net[0].withdrawn);
-        assert_eq!(net[0].unit_code, ["00006", "00001"]);
-        assert_eq!(net[0].value, [3.0, 10.0]);
+        assert_eq!(net[0].unit_code, StringArray::from(vec!["00006", "00001"]));
+        assert_eq!(net[0].value, Float64Array::from(vec![3.0, 10.0]));
         assert!(net[1].withdrawn);
-        assert_eq!(net[1].unit_code, ["00004"]);
+        assert_eq!(net[1].unit_code, StringArray::from(vec!["00004"]));
         assert!(ValidBatch::net_effect(vec![]).is_empty());
     }
 }

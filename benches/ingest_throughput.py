@@ -10,10 +10,13 @@ Sub-commands, each run by the runner against a server it started:
     export PORT CSV                   the latest values of a baocao warehouse as CSV
     postgres PORT CSV                 PostgreSQL: one COPY, then one COPY per month
     baocao PORT CSV MODE WAREHOUSE    MODE: copy | copy-monthly | landing
+    summary RESULTS                   the Markdown table of several runs
 
-Each prints rows of a Markdown table: path, rows, seconds, rows/s.
+Each run prints one tab-separated line per path: path, rows, seconds. The
+summary gives per path the median rows/s over the runs and their range.
 """
 import os
+import statistics
 import sys
 import time
 
@@ -52,7 +55,21 @@ def copy(conn, data):
 
 
 def row(path, rows, seconds):
-    print(f"| {path} | {rows:,} | {seconds:.1f} | {rows / seconds:,.0f} |", flush=True)
+    print(f"{path}\t{rows}\t{seconds}", flush=True)
+
+
+def summary(results):
+    runs = {}
+    with open(results) as f:
+        for line in f:
+            path, rows, seconds = line.rstrip("\n").split("\t")
+            runs.setdefault(path, []).append((int(rows), float(seconds)))
+    print("| path | rows | runs | median s | rows/s, median | rows/s, min-max |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for path, results in runs.items():
+        rates = [rows / seconds for rows, seconds in results]
+        seconds = statistics.median(s for _, s in results)
+        print(f"| {path} | {results[0][0]:,} | {len(results)} | {seconds:.1f} | {statistics.median(rates):,.0f} | {min(rates):,.0f}-{max(rates):,.0f} |")
 
 
 def export(port, path):
@@ -146,6 +163,8 @@ def main():
         postgres(*args)
     elif command == "baocao":
         baocao(*args)
+    elif command == "summary":
+        summary(*args)
     else:
         sys.exit(__doc__)
 

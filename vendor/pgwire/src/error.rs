@@ -19,6 +19,12 @@ pub enum PgWireError {
     MessageTooLarge(usize, usize),
     #[error("Invalid element count {0}: {1} bytes required, {2} remaining")]
     InvalidElementCount(usize, usize, usize),
+    // baocao's patch: a frame whose content does not match its own length
+    // (length prefix below 4, a field running past the end of the frame, a
+    // negative byte count other than -1). PostgreSQL answers these with
+    // `08P01 invalid message format` and closes the connection.
+    #[error("Invalid message format: {0}")]
+    InvalidMessageFormat(String),
     #[error("Invalid target type, received {0}")]
     InvalidTargetType(u8),
     #[error("Invalid transaction status, received {0}")]
@@ -330,6 +336,10 @@ impl From<PgWireError> for ErrorInfo {
                 ErrorInfo::new("FATAL".to_owned(), "08P01".to_owned(), error.to_string())
             }
             PgWireError::InvalidElementCount(..) => {
+                ErrorInfo::new("FATAL".to_owned(), "08P01".to_owned(), error.to_string())
+            }
+            // baocao's patch: see the variant.
+            PgWireError::InvalidMessageFormat(_) => {
                 ErrorInfo::new("FATAL".to_owned(), "08P01".to_owned(), error.to_string())
             }
             PgWireError::InvalidTransactionStatus(_) => {

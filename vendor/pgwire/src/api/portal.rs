@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 
 use crate::api::Type;
 use crate::api::results::QueryResponse;
-use crate::error::{PgWireError, PgWireResult};
+use crate::error::{ErrorInfo, PgWireError, PgWireResult};
 use crate::messages::data::FORMAT_CODE_BINARY;
 use crate::messages::extendedquery::Bind;
 use crate::types::FromSqlText;
@@ -74,7 +74,16 @@ impl Format {
         match self {
             Format::UnifiedText => FieldFormat::Text,
             Format::UnifiedBinary => FieldFormat::Binary,
-            Format::Individual(fv) => FieldFormat::from(fv[idx]),
+            // baocao's patch: `fv[idx]` panicked when a Bind sent fewer format
+            // codes than there are parameters or result columns (e.g. 2
+            // result format codes for a 3-column SELECT, reached from
+            // arrow-pg's encoder). An index without a code now falls back to
+            // text instead of panicking; `Portal::try_new` rejects the
+            // parameter-side mismatch up front.
+            Format::Individual(fv) => fv
+                .get(idx)
+                .map(|code| FieldFormat::from(*code))
+                .unwrap_or(FieldFormat::Text),
         }
     }
 
@@ -106,6 +115,23 @@ impl<S: Clone> Portal<S> {
             .portal_name
             .clone()
             .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+
+        // baocao's patch: like PostgreSQL's exec_bind_message, reject a Bind
+        // whose parameter format codes are neither 0, 1 nor one per
+        // parameter (it used to index past the codes and panic when the
+        // parameter was read).
+        let format_codes = bind.parameter_format_codes.len();
+        if format_codes > 1 && format_codes != bind.parameters.len() {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".to_owned(),
+                "08P01".to_owned(),
+                format!(
+                    "bind message has {} parameter formats but {} parameters",
+                    format_codes,
+                    bind.parameters.len()
+                ),
+            ))));
+        }
 
         // param format
         let param_format = Format::from_codes(&bind.parameter_format_codes);
@@ -259,5 +285,27 @@ mod tests {
             "helloworld",
             String::from_sql(&Type::UNKNOWN, "helloworld".as_bytes()).unwrap()
         )
+    }
+
+    // baocao's patch: fewer format codes than columns/parameters must not
+    // panic.
+    #[test]
+    fn test_format_codes_shorter_than_fields() {
+        let format = Format::Individual(vec![1, 1]);
+        assert!(format.format_for(1) == FieldFormat::Binary);
+        assert!(format.format_for(2) == FieldFormat::Text);
+
+        let statement = Arc::new(StoredStatement::<String>::default());
+        let bind = Bind::new(
+            None,
+            None,
+            vec![0, 1],
+            vec![None, None, None],
+            vec![],
+        );
+        assert!(Portal::try_new(&bind, statement.clone()).is_err());
+
+        let bind = Bind::new(None, None, vec![1], vec![None, None, None], vec![]);
+        assert!(Portal::try_new(&bind, statement).is_ok());
     }
 }

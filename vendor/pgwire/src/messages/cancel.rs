@@ -75,8 +75,10 @@ impl Message for CancelRequest {
         }
 
         // skip cancel code
-        buf.advance(4);
-        let pid = buf.get_i32();
+        // baocao's patch: checked reads instead of `advance`/`get_i32`, which
+        // panic if the body is shorter than `msg_len` claims.
+        codec::get_i32(buf)?;
+        let pid = codec::get_i32(buf)?;
         let secret_key = SecretKey::decode(buf, msg_len - 12, ctx)?;
 
         Ok(CancelRequest { pid, secret_key })

@@ -71,6 +71,72 @@ pub(crate) fn ensure_count(count: usize, elem_size: usize, buf: &BytesMut) -> Pg
     }
 }
 
+// baocao's patch: checked readers for message bodies. `bytes`' `Buf` getters
+// and `split_to` panic (`advance out of bounds`, `split_to out of bounds`) when
+// the buffer is shorter than the read, and every body decoder used them on
+// client-controlled frames. These return `InvalidMessageFormat` instead.
+pub(crate) fn ensure_remaining(buf: &BytesMut, needed: usize) -> PgWireResult<()> {
+    let remaining = buf.remaining();
+    if needed > remaining {
+        Err(PgWireError::InvalidMessageFormat(format!(
+            "insufficient data left in message: {needed} bytes required, {remaining} remaining"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn get_u8(buf: &mut BytesMut) -> PgWireResult<u8> {
+    ensure_remaining(buf, 1)?;
+    Ok(buf.get_u8())
+}
+
+pub(crate) fn get_i8(buf: &mut BytesMut) -> PgWireResult<i8> {
+    ensure_remaining(buf, 1)?;
+    Ok(buf.get_i8())
+}
+
+pub(crate) fn get_i16(buf: &mut BytesMut) -> PgWireResult<i16> {
+    ensure_remaining(buf, 2)?;
+    Ok(buf.get_i16())
+}
+
+pub(crate) fn get_u16(buf: &mut BytesMut) -> PgWireResult<u16> {
+    ensure_remaining(buf, 2)?;
+    Ok(buf.get_u16())
+}
+
+pub(crate) fn get_i32(buf: &mut BytesMut) -> PgWireResult<i32> {
+    ensure_remaining(buf, 4)?;
+    Ok(buf.get_i32())
+}
+
+pub(crate) fn get_u32(buf: &mut BytesMut) -> PgWireResult<u32> {
+    ensure_remaining(buf, 4)?;
+    Ok(buf.get_u32())
+}
+
+/// baocao's patch: checked `split_to`.
+pub(crate) fn get_bytes(buf: &mut BytesMut, len: usize) -> PgWireResult<BytesMut> {
+    ensure_remaining(buf, len)?;
+    Ok(buf.split_to(len))
+}
+
+/// baocao's patch: a signed Int32 byte count as sent before a value (Bind
+/// parameters, SASLInitialResponse data): -1 means NULL, any other negative is
+/// malformed (it used to be cast to a huge `usize` and panic in `split_to`),
+/// and a positive count must fit in what is left of the frame.
+pub(crate) fn get_nullable_bytes(buf: &mut BytesMut) -> PgWireResult<Option<BytesMut>> {
+    let len = get_i32(buf)?;
+    match len {
+        -1 => Ok(None),
+        len if len < 0 => Err(PgWireError::InvalidMessageFormat(format!(
+            "invalid value length {len}"
+        ))),
+        len => get_bytes(buf, len as usize).map(Some),
+    }
+}
+
 /// Check if message_length matches and move the cursor to right position then
 /// call the `decode_fn` for the body
 pub(crate) fn decode_packet<T, F>(
@@ -83,13 +149,31 @@ where
     F: Fn(&mut BytesMut, usize) -> PgWireResult<T>,
 {
     if let Some(msg_len) = get_length(buf, offset) {
+        // baocao's patch: the length counts itself, so anything below 4 is
+        // malformed; it used to reach `len - 4` in the body decoders and
+        // underflow. (A negative length is read as a huge usize and rejected
+        // by the max size check below, before anything is buffered for it.)
+        if msg_len < 4 {
+            return Err(PgWireError::InvalidMessageFormat(format!(
+                "invalid message length {msg_len}"
+            )));
+        }
+
         if msg_len > max_size {
             return Err(PgWireError::MessageTooLarge(max_size, msg_len));
         }
 
         if buf.remaining() >= msg_len + offset {
             buf.advance(offset + 4);
-            return decode_fn(buf, msg_len).map(|r| Some(r));
+            // baocao's patch: hand the body decoder only this frame's bytes.
+            // It used to get the whole read buffer, so a body that lied about
+            // its content (a count, an unterminated string) read into the
+            // next pipelined message, and `remaining()`-based checks such as
+            // `ensure_count` measured the wrong thing. Whatever the decoder
+            // leaves unread is dropped with the frame, so the stream stays in
+            // sync.
+            let mut body = buf.split_to(msg_len - 4);
+            return decode_fn(&mut body, msg_len).map(|r| Some(r));
         }
     }
 

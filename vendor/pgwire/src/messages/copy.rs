@@ -1,4 +1,4 @@
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{DecodeContext, Message, codec};
 use crate::error::PgWireResult;
@@ -21,7 +21,7 @@ impl Message for CopyData {
 
     #[inline]
     fn max_message_length() -> usize {
-        super::LARGE_PACKET_SIZE_LIMIT
+        super::large_message_limit()
     }
 
     fn message_length(&self) -> usize {
@@ -34,7 +34,11 @@ impl Message for CopyData {
     }
 
     fn decode_body(buf: &mut BytesMut, len: usize, _ctx: &DecodeContext) -> PgWireResult<Self> {
-        let data = buf.split_to(len - 4).freeze();
+        // baocao's patch: `split_to(len - 4)` underflowed for a length below 4
+        // and panicked with `split_to out of bounds` when `len` claimed more
+        // than the buffer held. The frame is now checked in
+        // `codec::decode_packet`, and this read is checked too.
+        let data = codec::get_bytes(buf, len.saturating_sub(4))?.freeze();
         Ok(Self::new(data))
     }
 }
@@ -134,12 +138,13 @@ impl Message for CopyInResponse {
     }
 
     fn decode_body(buf: &mut BytesMut, _len: usize, _ctx: &DecodeContext) -> PgWireResult<Self> {
-        let format = buf.get_i8();
-        let columns = buf.get_i16();
+        // baocao's patch: checked reads, a short body used to panic.
+        let format = codec::get_i8(buf)?;
+        let columns = codec::get_i16(buf)?;
         codec::ensure_count(columns as usize, 2, buf)?;
         let mut column_formats = Vec::with_capacity(columns as usize);
         for _ in 0..columns {
-            column_formats.push(buf.get_i16());
+            column_formats.push(codec::get_i16(buf)?);
         }
 
         Ok(Self::new(format, columns, column_formats))
@@ -183,12 +188,13 @@ impl Message for CopyOutResponse {
     }
 
     fn decode_body(buf: &mut BytesMut, _len: usize, _ctx: &DecodeContext) -> PgWireResult<Self> {
-        let format = buf.get_i8();
-        let columns = buf.get_i16();
+        // baocao's patch: checked reads, a short body used to panic.
+        let format = codec::get_i8(buf)?;
+        let columns = codec::get_i16(buf)?;
         codec::ensure_count(columns as usize, 2, buf)?;
         let mut column_formats = Vec::with_capacity(columns as usize);
         for _ in 0..columns {
-            column_formats.push(buf.get_i16());
+            column_formats.push(codec::get_i16(buf)?);
         }
 
         Ok(Self::new(format, columns, column_formats))
@@ -232,12 +238,13 @@ impl Message for CopyBothResponse {
     }
 
     fn decode_body(buf: &mut BytesMut, _len: usize, _ctx: &DecodeContext) -> PgWireResult<Self> {
-        let format = buf.get_i8();
-        let columns = buf.get_i16();
+        // baocao's patch: checked reads, a short body used to panic.
+        let format = codec::get_i8(buf)?;
+        let columns = codec::get_i16(buf)?;
         codec::ensure_count(columns as usize, 2, buf)?;
         let mut column_formats = Vec::with_capacity(columns as usize);
         for _ in 0..columns {
-            column_formats.push(buf.get_i16());
+            column_formats.push(codec::get_i16(buf)?);
         }
 
         Ok(Self::new(format, columns, column_formats))

@@ -63,6 +63,28 @@ impl From<ProtocolVersion> for i32 {
 
 // 1 gigabyte - 1
 pub(crate) const LARGE_PACKET_SIZE_LIMIT: usize = 0x3fffffff - 1;
+
+// baocao's patch: the limit on Query, Parse, Bind and CopyData messages is a
+// process-wide setting (PostgreSQL's 1 GB by default), so that a server can
+// refuse, before buffering it, a message larger than it is willing to hold
+// for one client.
+static LARGE_MESSAGE_LIMIT: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(LARGE_PACKET_SIZE_LIMIT);
+
+/// baocao's patch: sets the largest Query, Parse, Bind or CopyData message
+/// accepted from a client, in bytes (at most PostgreSQL's 1 GB). A larger one
+/// ends the connection with an error before its body is read.
+pub fn set_large_message_limit(bytes: usize) {
+    LARGE_MESSAGE_LIMIT.store(
+        bytes.clamp(SMALL_PACKET_SIZE_LIMIT, LARGE_PACKET_SIZE_LIMIT),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// baocao's patch: the current limit (see [`set_large_message_limit`]).
+pub(crate) fn large_message_limit() -> usize {
+    LARGE_MESSAGE_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
+}
 pub(crate) const SMALL_PACKET_SIZE_LIMIT: usize = 10000;
 // libpq has a limit on backend message length, except those
 // VALID_LONG_MESSAGE_TYPE
@@ -1086,6 +1108,81 @@ mod test {
         // passing a byte-count check and panicking on the truncated read.
         let mut buf = BytesMut::from(&b"B\0\0\0\x0e\0\0\0\0\0\0\0\x05\0\0\0\0\0\0"[..]);
         assert!(super::PgWireFrontendMessage::decode(&mut buf, &fctx).is_err());
+    }
+
+    // baocao's patch: frames that used to panic in the body decoders
+    // (`advance out of bounds`, `split_to out of bounds`, `len - 4` underflow)
+    // or to be buffered without a bound must now be decode errors.
+    #[test]
+    fn test_malformed_frontend_frames_rejected() {
+        let mut fctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+        fctx.awaiting_frontend_ssl = false;
+        fctx.awaiting_frontend_startup = false;
+
+        for bytes in [
+            &b"Q\0\0\0\x02"[..],                 // length below 4
+            &b"d\0\0\0\x03"[..],                 // CopyData, length below 4
+            &b"Q\xff\xff\xff\xff"[..],           // negative length
+            &b"P\0\0\0\x06\0\0"[..],             // Parse without its OID count
+            &b"P\0\0\0\x0a\0\0\0\x02\0\0"[..],   // Parse: 2 OIDs announced, 2 bytes sent
+            &b"B\0\0\0\x06\0\0"[..],             // Bind cut after the names
+            &b"B\0\0\0\x10\0\0\0\0\0\x01\0\0\0\x10\0\0"[..], // parameter longer than the frame
+            &b"B\0\0\0\x10\0\0\0\0\0\x01\xff\xff\xff\xfe\0\0"[..], // parameter length -2
+            &b"B\0\0\0\x0a\0\0\0\x03\0\0"[..],   // 3 format codes, 2 bytes sent
+            &b"C\0\0\0\x04"[..],                 // Close without target type
+            &b"D\0\0\0\x04"[..],                 // Describe without target type
+            &b"E\0\0\0\x05\0"[..],               // Execute without row limit
+        ] {
+            let mut buf = BytesMut::from(bytes);
+            assert!(
+                super::PgWireFrontendMessage::decode(&mut buf, &fctx).is_err(),
+                "{bytes:?}"
+            );
+        }
+
+        // SASLInitialResponse with a negative data length other than -1.
+        let mut buf = BytesMut::from(&b"p\0\0\0\x0eSCRAM\0\xff\xff\xff\xfe"[..]);
+        let msg = PasswordMessageFamily::decode(&mut buf, &fctx)
+            .unwrap()
+            .unwrap();
+        assert!(msg.into_sasl_initial_response().is_err());
+
+        // Startup: huge, negative and too small lengths.
+        let mut sctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+        sctx.awaiting_frontend_ssl = false;
+        for bytes in [
+            &b"\x7f\xff\xff\xff\0\x03\0\0"[..],
+            &b"\xff\xff\xff\xff\0\x03\0\0"[..],
+            &b"\0\0\0\x04\0\x03\0\0"[..],
+        ] {
+            let mut buf = BytesMut::from(bytes);
+            assert!(
+                super::PgWireFrontendMessage::decode(&mut buf, &sctx).is_err(),
+                "{bytes:?}"
+            );
+        }
+    }
+
+    // baocao's patch: a body decoder only sees its own frame, so a message
+    // followed by another one in the same read still decodes both.
+    #[test]
+    fn test_pipelined_frames_stay_in_sync() {
+        let mut fctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+        fctx.awaiting_frontend_ssl = false;
+        fctx.awaiting_frontend_startup = false;
+
+        // Describe whose name lacks its terminator, then Sync.
+        let mut buf = BytesMut::from(&b"D\0\0\0\x07Sab"[..]);
+        buf.extend_from_slice(b"S\0\0\0\x04");
+        assert!(matches!(
+            super::PgWireFrontendMessage::decode(&mut buf, &fctx),
+            Ok(Some(super::PgWireFrontendMessage::Describe(_)))
+        ));
+        assert!(matches!(
+            super::PgWireFrontendMessage::decode(&mut buf, &fctx),
+            Ok(Some(super::PgWireFrontendMessage::Sync(_)))
+        ));
+        assert_eq!(buf.remaining(), 0);
     }
 
     #[test]

@@ -125,7 +125,8 @@ impl Message for ReadyForQuery {
     }
 
     fn decode_body(buf: &mut BytesMut, _: usize, _ctx: &DecodeContext) -> PgWireResult<Self> {
-        let status = TransactionStatus::try_from(buf.get_u8())?;
+        // baocao's patch: checked read, an empty body used to panic.
+        let status = TransactionStatus::try_from(codec::get_u8(buf)?)?;
         Ok(ReadyForQuery::new(status))
     }
 }
@@ -181,7 +182,9 @@ impl Message for ErrorResponse {
     fn decode_body(buf: &mut BytesMut, _: usize, _ctx: &DecodeContext) -> PgWireResult<Self> {
         let mut fields = Vec::new();
         loop {
-            let code = buf.get_u8();
+            // baocao's patch: checked read; a field list without its final
+            // \0 used to run off the end and panic in `get_u8`.
+            let code = codec::get_u8(buf)?;
 
             if code == b'\0' {
                 return Ok(ErrorResponse { fields });
@@ -232,7 +235,9 @@ impl Message for NoticeResponse {
     fn decode_body(buf: &mut BytesMut, _: usize, _ctx: &DecodeContext) -> PgWireResult<Self> {
         let mut fields = Vec::new();
         loop {
-            let code = buf.get_u8();
+            // baocao's patch: checked read; a field list without its final
+            // \0 used to run off the end and panic in `get_u8`.
+            let code = codec::get_u8(buf)?;
 
             if code == b'\0' {
                 return Ok(NoticeResponse { fields });
@@ -401,7 +406,8 @@ impl Message for NotificationResponse {
     }
 
     fn decode_body(buf: &mut BytesMut, _: usize, _ctx: &DecodeContext) -> PgWireResult<Self> {
-        let pid = buf.get_i32();
+        // baocao's patch: checked read, a short body used to panic.
+        let pid = codec::get_i32(buf)?;
         let channel = codec::get_cstring(buf).unwrap_or_else(|| "".to_owned());
         let payload = codec::get_cstring(buf).unwrap_or_else(|| "".to_owned());
 

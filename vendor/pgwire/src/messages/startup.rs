@@ -89,7 +89,9 @@ impl Message for Startup {
         }
 
         // parse
-        let protocol_number_major = buf.get_u16();
+        // baocao's patch: checked reads; `decode_body` is reachable with a
+        // body shorter than `msg_len` says when called directly.
+        let protocol_number_major = codec::get_u16(buf)?;
 
         // ensure the protocol version is correct and supported
         if !(Self::PG_PROTOCOL_EARLIEST..=Self::PG_PROTOCOL_LATEST).contains(&protocol_number_major)
@@ -97,7 +99,7 @@ impl Message for Startup {
             return Err(PgWireError::InvalidStartupMessage);
         }
 
-        let protocol_number_minor = buf.get_u16();
+        let protocol_number_minor = codec::get_u16(buf)?;
 
         // end by reading the last \0
         let mut parameters = BTreeMap::new();
@@ -193,15 +195,16 @@ impl Message for Authentication {
     }
 
     fn decode_body(buf: &mut BytesMut, msg_len: usize, _ctx: &DecodeContext) -> PgWireResult<Self> {
-        let code = buf.get_i32();
+        // baocao's patch: checked reads. A short body panicked in `get_i32` /
+        // `copy_to_slice`, and `msg_len - 8` underflowed for a length below 8.
+        let code = codec::get_i32(buf)?;
         let msg = match code {
             0 => Authentication::Ok,
 
             2 => Authentication::KerberosV5,
             3 => Authentication::CleartextPassword,
             5 => {
-                let mut salt_vec = vec![0; 4];
-                buf.copy_to_slice(&mut salt_vec);
+                let salt_vec = codec::get_bytes(buf, 4)?.to_vec();
                 Authentication::MD5Password(salt_vec)
             }
             10 => {
@@ -211,8 +214,12 @@ impl Message for Authentication {
                 }
                 Authentication::SASL(methods)
             }
-            11 => Authentication::SASLContinue(buf.split_to(msg_len - 8).freeze()),
-            12 => Authentication::SASLFinal(buf.split_to(msg_len - 8).freeze()),
+            11 => Authentication::SASLContinue(
+                codec::get_bytes(buf, msg_len.saturating_sub(8))?.freeze(),
+            ),
+            12 => Authentication::SASLFinal(
+                codec::get_bytes(buf, msg_len.saturating_sub(8))?.freeze(),
+            ),
             _ => {
                 return Err(PgWireError::InvalidAuthenticationMessageCode(code));
             }
@@ -283,7 +290,8 @@ impl Message for PasswordMessageFamily {
         full_len: usize,
         _ctx: &DecodeContext,
     ) -> PgWireResult<Self> {
-        let body = buf.split_to(full_len - 4);
+        // baocao's patch: checked; `full_len - 4` underflowed below 4.
+        let body = codec::get_bytes(buf, full_len.saturating_sub(4))?;
         Ok(PasswordMessageFamily::Raw(body))
     }
 }
@@ -504,11 +512,13 @@ impl SecretKey {
     pub fn decode(buf: &mut BytesMut, data_len: usize, ctx: &DecodeContext) -> PgWireResult<Self> {
         Self::validate_bytes_len(data_len)?;
 
+        // baocao's patch: checked reads; `data_len` comes from the frame
+        // length and used to be trusted against the buffer.
         match ctx.protocol_version {
             ProtocolVersion::PROTOCOL3_2 | ProtocolVersion::PROTOCOL3_9999 => {
-                Ok(SecretKey::Bytes(buf.split_to(data_len).freeze()))
+                Ok(SecretKey::Bytes(codec::get_bytes(buf, data_len)?.freeze()))
             }
-            ProtocolVersion::PROTOCOL3_0 => Ok(SecretKey::I32(buf.get_i32())),
+            ProtocolVersion::PROTOCOL3_0 => Ok(SecretKey::I32(codec::get_i32(buf)?)),
         }
     }
 }
@@ -549,9 +559,10 @@ impl Message for BackendKeyData {
     }
 
     fn decode_body(buf: &mut BytesMut, msg_len: usize, ctx: &DecodeContext) -> PgWireResult<Self> {
-        let pid = buf.get_i32();
+        // baocao's patch: checked read, and no `msg_len - 8` underflow.
+        let pid = codec::get_i32(buf)?;
         // data_len = msg_len - msg_len(4) - pid(4)
-        let secret_key = SecretKey::decode(buf, msg_len - 8, ctx)?;
+        let secret_key = SecretKey::decode(buf, msg_len.saturating_sub(8), ctx)?;
 
         Ok(BackendKeyData { pid, secret_key })
     }
@@ -730,12 +741,10 @@ impl Message for SASLInitialResponse {
         _ctx: &DecodeContext,
     ) -> PgWireResult<Self> {
         let auth_method = codec::get_cstring(buf).unwrap_or_else(|| "".to_owned());
-        let data_len = buf.get_i32();
-        let data = if data_len == -1 {
-            None
-        } else {
-            Some(buf.split_to(data_len as usize).freeze())
-        };
+        // baocao's patch: a missing length panicked in `get_i32`, a length
+        // below -1 was cast to a huge usize and, like a length past the end
+        // of the message, panicked in `split_to`. All are errors now.
+        let data = codec::get_nullable_bytes(buf)?.map(|data| data.freeze());
 
         Ok(SASLInitialResponse { auth_method, data })
     }
@@ -769,7 +778,8 @@ impl Message for SASLResponse {
         full_len: usize,
         _ctx: &DecodeContext,
     ) -> PgWireResult<Self> {
-        let data = buf.split_to(full_len - 4).freeze();
+        // baocao's patch: checked; `full_len - 4` underflowed below 4.
+        let data = codec::get_bytes(buf, full_len.saturating_sub(4))?.freeze();
         Ok(SASLResponse { data })
     }
 }
@@ -828,8 +838,9 @@ impl Message for NegotiateProtocolVersion {
         _full_len: usize,
         _ctx: &DecodeContext,
     ) -> PgWireResult<Self> {
-        let version = buf.get_i32();
-        let option_count = buf.get_i32();
+        // baocao's patch: checked reads, a short body used to panic.
+        let version = codec::get_i32(buf)?;
+        let option_count = codec::get_i32(buf)?;
         codec::ensure_count(option_count as usize, 1, buf)?;
         let mut options = Vec::with_capacity(option_count as usize);
 

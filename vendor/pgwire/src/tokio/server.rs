@@ -590,7 +590,29 @@ macro_rules! process_socket_messages {
                 socket.next().await
             };
 
-            if let Some(Ok(msg)) = msg {
+            // baocao's patch: a frame the decoder rejects (`Some(Err(_))`)
+            // used to end the loop silently, like a closed socket. Like
+            // PostgreSQL, answer it with a FATAL ErrorResponse (08P01 for
+            // malformed or oversized messages) before closing this
+            // connection. The decoder cannot resynchronise after a bad frame,
+            // so the connection is always closed; other connections run in
+            // their own tasks and are not affected.
+            let msg = match msg {
+                Some(Ok(msg)) => Some(msg),
+                Some(Err(mut e)) => {
+                    if !matches!(e, PgWireError::IoError(_)) {
+                        error_handler.on_error(socket, &mut e);
+                        let error_info: ErrorInfo = e.into();
+                        let _ = socket
+                            .send(PgWireBackendMessage::ErrorResponse(error_info.into()))
+                            .await;
+                    }
+                    None
+                }
+                None => None,
+            };
+
+            if let Some(msg) = msg {
                 // A Terminate ('X') means the client is disconnecting: the backend
                 // must close the connection. Some clients (asyncpg) send Terminate
                 // and then block waiting for the server to drop the socket, so

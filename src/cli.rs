@@ -55,6 +55,13 @@ pub struct ListenArgs {
     /// Address to listen on for Postgres clients (port 0 picks a free port).
     #[arg(long, env = "BAOCAO_LISTEN", default_value = "127.0.0.1:5433")]
     pub listen: SocketAddr,
+    /// The largest message a client may send, in MiB: a query's text, a
+    /// prepared statement's parameters, a chunk of COPY data (clients send
+    /// COPY in chunks of a few KiB). A larger one ends that connection with
+    /// an error before it is read into memory. At most 1023 (PostgreSQL's
+    /// limit).
+    #[arg(long, env = "BAOCAO_MAX_MESSAGE_MB", default_value_t = 64)]
+    pub max_message_mb: usize,
 }
 
 impl ListenArgs {

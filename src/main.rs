@@ -26,11 +26,18 @@ use crate::cli::{Cli, Command};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The stack of every runtime thread. Parsing, planning and dropping a
+/// query recurse over its expression tree; 64 MiB holds the deepest
+/// statement accepted (`postgres::complexity::MAX_DEPTH`) with room to
+/// spare. It is address space: only the pages a thread touches are memory.
+const THREAD_STACK: usize = 64 << 20;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(THREAD_STACK)
         .build()
     {
         Ok(rt) => rt,
@@ -112,6 +119,7 @@ async fn serve(
     compaction: &cli::CompactionArgs,
 ) -> anyhow::Result<()> {
     let addr = listen.checked_addr()?;
+    pgwire::messages::set_large_message_limit(listen.max_message_mb.saturating_mul(1 << 20));
     let listener = server::bind(addr).await?;
     let engine = server::engine(w).await?;
     let landing_dir = landing

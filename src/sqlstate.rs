@@ -13,6 +13,7 @@ pub const DATA_EXCEPTION: &str = "22000";
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
 pub const DIVISION_BY_ZERO: &str = "22012";
 pub const OUT_OF_MEMORY: &str = "53200";
+pub const STATEMENT_TOO_COMPLEX: &str = "54001";
 pub const INTERNAL_ERROR: &str = "XX000";
 
 pub const UNDEFINED_OBJECT: &str = "42704";
@@ -35,6 +36,9 @@ pub fn df_error(e: DataFusionError) -> PgWireError {
 pub fn for_datafusion(e: &DataFusionError) -> &'static str {
     use datafusion::common::SchemaError;
     match e {
+        DataFusionError::SQL(e, _) if matches!(**e, ParserError::RecursionLimitExceeded) => {
+            STATEMENT_TOO_COMPLEX
+        }
         DataFusionError::SQL(..) => SYNTAX_ERROR,
         DataFusionError::SchemaError(se, _) => match se.as_ref() {
             SchemaError::FieldNotFound { .. } => UNDEFINED_COLUMN,
@@ -96,8 +100,14 @@ pub fn classify(error: &mut PgWireError) {
             message = message.trim_start_matches("External error: ").to_string();
         }
         (code, message)
-    } else if inner.downcast_ref::<ParserError>().is_some() {
-        (SYNTAX_ERROR, inner.to_string())
+    } else if let Some(e) = inner.downcast_ref::<ParserError>() {
+        match e {
+            ParserError::RecursionLimitExceeded => (
+                STATEMENT_TOO_COMPLEX,
+                "statement too complex: it nests more brackets or subqueries than the parser accepts".to_string(),
+            ),
+            _ => (SYNTAX_ERROR, inner.to_string()),
+        }
     } else {
         (INTERNAL_ERROR, inner.to_string())
     };

@@ -4,6 +4,7 @@
 //! names, `version()` that reads like PostgreSQL's, and the parameter types
 //! drivers bind by.
 
+pub mod complexity;
 mod functions;
 pub mod information_schema;
 pub mod pg_catalog;

@@ -163,6 +163,7 @@ impl QueryParser for TypedParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        super::complexity::check(sql)?;
         let parsed = self.inner.parse_sql(client, sql, types).await?;
         Ok(match parsed {
             Some((sql, Some((statement, plan)))) => {
@@ -242,6 +243,7 @@ impl SimpleQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        super::complexity::check(query)?;
         SimpleQueryHandler::do_query(&*self.inner, client, query).await
     }
 }

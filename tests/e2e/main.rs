@@ -13,6 +13,7 @@ mod corpus;
 mod crash;
 mod demo;
 mod examples;
+mod hardening;
 mod history;
 mod landing;
 mod reports;

@@ -263,6 +263,23 @@ impl TestServer {
         fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
     }
 
+    /// The server's resident memory, in KiB (VmRSS from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("the server is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Whether the server process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Waits for the server to end by itself (a test that made it crash).
     pub async fn exited(&mut self) -> std::process::ExitStatus {
         // A guard against a server that never ends, not a performance bound.

@@ -55,6 +55,11 @@ pub struct ListenArgs {
     /// Address to listen on for Postgres clients (port 0 picks a free port).
     #[arg(long, env = "BAOCAO_LISTEN", default_value = "127.0.0.1:5433")]
     pub listen: SocketAddr,
+}
+
+/// What one client may take of the server.
+#[derive(Debug, Args)]
+pub struct LimitsArgs {
     /// The largest message a client may send, in MiB: a query's text, a
     /// prepared statement's parameters, a chunk of COPY data (clients send
     /// COPY in chunks of a few KiB). A larger one ends that connection with
@@ -62,6 +67,17 @@ pub struct ListenArgs {
     /// limit).
     #[arg(long, env = "BAOCAO_MAX_MESSAGE_MB", default_value_t = 64)]
     pub max_message_mb: usize,
+    /// Every session's `statement_timeout` until it sets its own, in
+    /// milliseconds (0: none, as in PostgreSQL). A statement that runs
+    /// longer is cancelled with SQLSTATE 57014.
+    #[arg(long, env = "BAOCAO_STATEMENT_TIMEOUT_MS", default_value_t = 0)]
+    pub statement_timeout_ms: u64,
+    /// The memory all running queries may hold together for sorts, joins
+    /// and aggregations, in MiB (0: no limit). A sort or an aggregation
+    /// over its share spills to disk; a query that still needs more fails
+    /// alone with SQLSTATE 53200.
+    #[arg(long, env = "BAOCAO_MEMORY_LIMIT_MB", default_value_t = 4096)]
+    pub memory_limit_mb: usize,
 }
 
 impl ListenArgs {
@@ -121,6 +137,8 @@ pub struct ServeArgs {
     pub landing: LandingArgs,
     #[command(flatten)]
     pub compaction: CompactionArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +151,8 @@ pub struct DemoArgs {
     pub landing: LandingArgs,
     #[command(flatten)]
     pub compaction: CompactionArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
     /// Seed of the generated values: the same seed gives the same warehouse.
     #[arg(long, env = "BAOCAO_DEMO_SEED", default_value_t = 173)]
     pub seed: u64,

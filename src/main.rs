@@ -35,18 +35,25 @@ const THREAD_STACK: usize = 64 << 20;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_stack_size(THREAD_STACK)
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
+    // Connections run on the main runtime, statements on the query
+    // runtime (see `postgres::session`).
+    let runtime = |name: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name(name)
+            .thread_stack_size(THREAD_STACK)
+            .build()
+    };
+    let (runtime, queries) = match (runtime("baocao"), runtime("baocao-query")) {
+        (Ok(main), Ok(queries)) => (main, queries),
+        (Err(e), _) | (_, Err(e)) => {
             eprintln!("error: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let result = runtime.block_on(run(cli.command, queries.handle().clone()));
+    queries.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the cause chain joined, as a person reads it.
@@ -68,7 +75,7 @@ fn init_logging(filter: &str) {
         .try_init();
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, queries: tokio::runtime::Handle) -> anyhow::Result<()> {
     match command {
         Command::Init(args) => {
             let w = warehouse::Warehouse::create(&args.warehouse.warehouse).await?;
@@ -77,14 +84,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let w = warehouse::Warehouse::open(&args.warehouse.warehouse)?;
-            serve(&w, &args.listen, &args.landing, &args.compaction).await
+            serve(
+                &w,
+                &args.listen,
+                &args.landing,
+                &args.compaction,
+                &args.limits,
+                queries,
+            )
+            .await
         }
         Command::Demo(args) => {
             let w = demo::prepare(&args).await?;
             if args.no_serve {
                 return Ok(());
             }
-            serve(&w, &args.listen, &args.landing, &args.compaction).await
+            serve(
+                &w,
+                &args.listen,
+                &args.landing,
+                &args.compaction,
+                &args.limits,
+                queries,
+            )
+            .await
         }
         Command::Ingest(args) => ingest_files::run(&args).await,
         Command::Check(args) => ingest_files::check(&args),
@@ -117,11 +140,13 @@ async fn serve(
     listen: &cli::ListenArgs,
     landing: &cli::LandingArgs,
     compaction: &cli::CompactionArgs,
+    limits: &cli::LimitsArgs,
+    queries: tokio::runtime::Handle,
 ) -> anyhow::Result<()> {
     let addr = listen.checked_addr()?;
-    pgwire::messages::set_large_message_limit(listen.max_message_mb.saturating_mul(1 << 20));
+    pgwire::messages::set_large_message_limit(limits.max_message_mb.saturating_mul(1 << 20));
     let listener = server::bind(addr).await?;
-    let engine = server::engine(w).await?;
+    let engine = server::engine(w, limits.memory_limit_mb.saturating_mul(1 << 20)).await?;
     let landing_dir = landing
         .landing
         .clone()
@@ -159,9 +184,15 @@ async fn serve(
         local.port(),
         server::DATABASE
     );
-    server::run(listener, engine, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+    server::run(
+        listener,
+        engine,
+        queries,
+        limits.statement_timeout_ms,
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    )
     .await
 }
 

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::DfSessionService;
@@ -25,7 +27,7 @@ use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::{ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers};
 use pgwire::error::PgWireError;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use baocao_catalog::Catalog;
 use baocao_ingest::ReportStore;
@@ -47,8 +49,10 @@ pub struct Engine {
     pub store: Arc<ReportStore>,
 }
 
-/// Builds the query engine and the writer over a warehouse.
-pub async fn engine(warehouse: &Warehouse) -> Result<Engine> {
+/// Builds the query engine and the writer over a warehouse; the queries
+/// running at once may hold `memory_limit` bytes together for their sorts,
+/// joins and aggregations (0: no limit).
+pub async fn engine(warehouse: &Warehouse, memory_limit: usize) -> Result<Engine> {
     let catalog = warehouse.load_catalog()?;
     let config = SessionConfig::new()
         // PostgreSQL's information_schema is registered below instead.
@@ -57,9 +61,17 @@ pub async fn engine(warehouse: &Warehouse) -> Result<Engine> {
         .with_create_default_catalog_and_schema(true)
         // `timestamptz` is a timestamp in UTC, as the reports' times are.
         .set_str("datafusion.execution.time_zone", "UTC");
+    let mut runtime = RuntimeEnvBuilder::new();
+    if memory_limit > 0 {
+        // Each spilling operator gets a fair share; one that cannot spill
+        // takes what is free and fails alone (53200) past it.
+        runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)));
+    }
     let state = SessionStateBuilder::new()
         .with_config(config)
+        .with_runtime_env(runtime.build_arc()?)
         .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(YieldAfterJoins))
         .build();
     let ctx = SessionContext::new_with_state(state);
     let table = deltalake::open_table(warehouse.reports_url()?)
@@ -85,6 +97,51 @@ pub async fn engine(warehouse: &Warehouse) -> Result<Engine> {
     })
 }
 
+/// Makes every join yield to the runtime as it produces batches.
+///
+/// DataFusion's scans yield every so many batches, which is when a
+/// statement's task notices that it was cancelled (a statement timeout, a
+/// client that left). A join can turn one input batch into millions of
+/// output batches (a cross join of four catalog tables, say) without ever
+/// returning to its scans, so a cancelled statement would go on computing.
+/// Above each join, a `CooperativeExec` spends the task's budget per batch.
+#[derive(Debug)]
+struct YieldAfterJoins;
+
+impl datafusion::physical_optimizer::PhysicalOptimizerRule for YieldAfterJoins {
+    fn optimize(
+        &self,
+        plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        _config: &datafusion::config::ConfigOptions,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::physical_plan::coop::CooperativeExec;
+        use datafusion::physical_plan::joins::{
+            CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec,
+        };
+        plan.transform_up(|node| {
+            let join = node.is::<CrossJoinExec>()
+                || node.is::<NestedLoopJoinExec>()
+                || node.is::<HashJoinExec>()
+                || node.is::<SortMergeJoinExec>();
+            Ok(if join {
+                Transformed::yes(Arc::new(CooperativeExec::new(node)) as _)
+            } else {
+                Transformed::no(node)
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "yield_after_joins"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
 /// Binds the listening socket, with an error a person can act on.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
@@ -104,12 +161,33 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 
 struct Startup {
     connections: Arc<ConnectionManager>,
+    /// Every session's `statement_timeout` until it sets one (0: none).
+    statement_timeout_ms: u64,
 }
 
 #[async_trait::async_trait]
 impl NoopStartupHandler for Startup {
     fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
         Some(self.connections.clone())
+    }
+
+    async fn post_startup<C>(
+        &self,
+        client: &mut C,
+        _message: pgwire::messages::PgWireFrontendMessage,
+    ) -> pgwire::error::PgWireResult<()>
+    where
+        C: ClientInfo + futures::Sink<pgwire::messages::PgWireBackendMessage> + Unpin + Send,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<pgwire::messages::PgWireBackendMessage>>::Error>,
+    {
+        if self.statement_timeout_ms > 0 {
+            client.metadata_mut().insert(
+                postgres::STATEMENT_TIMEOUT_MS.to_string(),
+                self.statement_timeout_ms.to_string(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -160,12 +238,63 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
+/// Serves one client until it leaves. A client that goes away in the middle
+/// of a statement takes the statement with it: the connection is watched
+/// for the hang-up, and its task (with the query it runs) is dropped then,
+/// instead of computing an answer nobody will read.
+async fn serve_connection(socket: TcpStream, peer: SocketAddr, handlers: Arc<Handlers>) {
+    tracing::debug!(%peer, "connection opened");
+    // A second handle on the same socket, to see the hang-up while the
+    // first is busy with a statement.
+    let watch = socket
+        .into_std()
+        .and_then(|s| Ok((s.try_clone()?, s)))
+        .and_then(|(w, s)| Ok((TcpStream::from_std(w)?, TcpStream::from_std(s)?)));
+    let (watch, socket) = match watch {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::warn!(%peer, "cannot serve a connection: {e}");
+            return;
+        }
+    };
+    let connection = tokio::spawn(pgwire::tokio::process_socket(socket, None, handlers));
+    let abort = connection.abort_handle();
+    tokio::select! {
+        ended = connection => match ended {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::info!(%peer, "connection ended with an error: {e}"),
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => tracing::error!(%peer, "connection task failed: {e}"),
+        },
+        () = hang_up(&watch) => {
+            tracing::info!(%peer, "client went away; its statement, if any, is cancelled");
+            abort.abort();
+        }
+    }
+}
+
+/// Returns once the client has closed its side of `socket` (or it failed).
+/// Peeks, never reads: the bytes belong to the connection's own handle.
+async fn hang_up(socket: &TcpStream) {
+    let mut byte = [0u8; 1];
+    loop {
+        match socket.peek(&mut byte).await {
+            Ok(0) | Err(_) => return,
+            // Data waits for the connection to read it (a pipelined
+            // message while a statement runs): look again shortly.
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
+}
+
 /// Serves connections from `listener` until `shutdown` completes. Each
 /// connection runs in its own task: a failing client ends only its own
 /// connection.
 pub async fn run(
     listener: TcpListener,
     engine: Engine,
+    queries: tokio::runtime::Handle,
+    statement_timeout_ms: u64,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let Engine { ctx, writer, .. } = engine;
@@ -184,12 +313,14 @@ pub async fn run(
     ];
     let connections = Arc::new(ConnectionManager::new());
     let handlers = Arc::new(Handlers {
-        session: Arc::new(postgres::Session::new(DfSessionService::new_with_hooks(
-            ctx, hooks,
-        ))),
+        session: Arc::new(postgres::Session::new(
+            DfSessionService::new_with_hooks(ctx, hooks),
+            queries,
+        )),
         copy: Arc::new(CopyIn::new(writer)),
         startup: Arc::new(Startup {
             connections: connections.clone(),
+            statement_timeout_ms,
         }),
         cancel: Arc::new(DefaultCancelHandler::new(connections)),
     });
@@ -202,13 +333,7 @@ pub async fn run(
             }
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    let handlers = handlers.clone();
-                    tokio::spawn(async move {
-                        tracing::debug!(%peer, "connection opened");
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
-                            tracing::info!(%peer, "connection ended with an error: {e}");
-                        }
-                    });
+                    tokio::spawn(serve_connection(socket, peer, handlers.clone()));
                 }
                 Err(e) => {
                     // Running out of file descriptors must not end the server.

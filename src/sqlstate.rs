@@ -14,6 +14,7 @@ pub const INVALID_PARAMETER_VALUE: &str = "22023";
 pub const DIVISION_BY_ZERO: &str = "22012";
 pub const OUT_OF_MEMORY: &str = "53200";
 pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+pub const QUERY_CANCELED: &str = "57014";
 pub const INTERNAL_ERROR: &str = "XX000";
 
 pub const UNDEFINED_OBJECT: &str = "42704";

@@ -15,5 +15,5 @@ mod settings;
 
 pub use functions::{register, register_to_regclass};
 pub use select::SelectHook;
-pub use session::Session;
+pub use session::{STATEMENT_TIMEOUT_MS, Session};
 pub use settings::SettingsHook;

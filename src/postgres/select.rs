@@ -36,10 +36,7 @@ use pgwire::error::PgWireResult;
 use pgwire::types::format::FormatOptions;
 
 use super::{rewrite, settings};
-use crate::sqlstate::{df_error, user_error};
-
-/// The metadata key where datafusion-postgres keeps `statement_timeout`.
-const STATEMENT_TIMEOUT_MS: &str = "statement_timeout_ms";
+use crate::sqlstate::df_error;
 
 pub struct SelectHook;
 
@@ -101,23 +98,9 @@ impl QueryHook for SelectHook {
         let result = async {
             let plan = self.plan(statement, ctx, &*client).await?;
             apply_set_config(statement, client).await?;
-            let timeout = client
-                .metadata()
-                .get(STATEMENT_TIMEOUT_MS)
-                .and_then(|ms| ms.parse::<u64>().ok())
-                .map(std::time::Duration::from_millis);
-            let df = match timeout {
-                Some(t) => tokio::time::timeout(t, ctx.execute_logical_plan(plan))
-                    .await
-                    .map_err(|_| {
-                        user_error(
-                            "57014",
-                            "canceling statement due to statement timeout".into(),
-                        )
-                    })?,
-                None => ctx.execute_logical_plan(plan).await,
-            }
-            .map_err(df_error)?;
+            // `statement_timeout` is enforced around the whole statement,
+            // rows included (see `session`).
+            let df = ctx.execute_logical_plan(plan).await.map_err(df_error)?;
             let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
             let response = encode_dataframe(df, &Format::UnifiedText, Some(options)).await?;
             Ok(Response::Query(response))

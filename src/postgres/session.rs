@@ -1,6 +1,15 @@
 //! datafusion-postgres' session service, with the parameter types a client
-//! declares in its Parse message honoured.
+//! declares in its Parse message honoured, statements measured before they
+//! are parsed (`complexity`), `statement_timeout` enforced over a whole
+//! statement (planning, execution and sending the rows), and the work of
+//! executing statements kept on the query runtime.
 //!
+//! Two runtimes: connections (the protocol, timers, hang-up watching) run
+//! on the main one; what DataFusion spawns to execute a statement runs on a
+//! query runtime of its own. A CPU-bound plan never yields while it has
+//! input, so on a shared runtime two heavy statements would occupy every
+//! worker and no timer, cancel request or other client would be served
+//! until they finished.
 //! PostgreSQL takes a parameter's type from the client when the client
 //! gives one (pgjdbc's `setLong`/`setDouble`, psycopg's binary parameters,
 //! asyncpg's introspected types) and infers it only otherwise.
@@ -11,7 +20,9 @@
 //! after the plan is made; everything else is datafusion-postgres'.
 
 use std::fmt::Debug;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
@@ -19,15 +30,16 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::sql::sqlparser::ast;
 use datafusion_postgres::{DfSessionService, Parser};
-use futures::Sink;
+use futures::{Sink, StreamExt};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, Response};
+use pgwire::api::results::{FieldInfo, Response, SendableRowStream};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::data::DataRow;
 
 type Statement = <Parser as QueryParser>::Statement;
 
@@ -216,21 +228,138 @@ impl QueryParser for TypedParser {
     }
 }
 
+/// The metadata key where datafusion-postgres keeps `statement_timeout`
+/// (milliseconds; absent when there is none).
+pub const STATEMENT_TIMEOUT_MS: &str = "statement_timeout_ms";
+
+/// When the statement starting now must end, by the session's
+/// `statement_timeout`.
+fn deadline(client: &(impl ClientInfo + ?Sized)) -> Option<tokio::time::Instant> {
+    let ms = client
+        .metadata()
+        .get(STATEMENT_TIMEOUT_MS)?
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| *ms > 0)?;
+    Some(tokio::time::Instant::now() + std::time::Duration::from_millis(ms))
+}
+
+fn timed_out() -> PgWireError {
+    crate::sqlstate::user_error(
+        crate::sqlstate::QUERY_CANCELED,
+        "canceling statement due to statement timeout".to_string(),
+    )
+}
+
+/// Runs `work` (planning a statement) until `deadline`.
+async fn until<T>(
+    deadline: Option<tokio::time::Instant>,
+    work: impl std::future::Future<Output = PgWireResult<T>>,
+) -> PgWireResult<T> {
+    match deadline {
+        Some(at) => tokio::time::timeout_at(at, work)
+            .await
+            .unwrap_or_else(|_| Err(timed_out())),
+        None => work.await,
+    }
+}
+
+/// The response with its rows cut off at `deadline`: the rows are computed
+/// while they are sent, so that is where a long statement spends its time.
+/// At the deadline the client gets SQLSTATE 57014 and the row stream is
+/// dropped, which stops the query's execution.
+fn rows_until(response: Response, deadline: Option<tokio::time::Instant>) -> Response {
+    let Some(at) = deadline else {
+        return response;
+    };
+    let Response::Query(mut query) = response else {
+        return response;
+    };
+    let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+    query.data_rows = Box::pin(futures::stream::unfold(
+        Some(rows),
+        move |rows| async move {
+            let mut rows = rows?;
+            // A plan that computes inline is always ready: look at the
+            // clock before each row, not only while waiting for one.
+            if tokio::time::Instant::now() >= at {
+                return Some((Err(timed_out()), None));
+            }
+            match tokio::time::timeout_at(at, rows.next()).await {
+                Ok(Some(row)) => Some((row, Some(rows))),
+                Ok(None) => None,
+                Err(_) => Some((Err(timed_out()), None)),
+            }
+        },
+    ));
+    Response::Query(query)
+}
+
+/// A future or stream polled with the query runtime entered, so that the
+/// tasks it spawns (DataFusion's partitions) run there.
+struct OnRuntime<T> {
+    runtime: tokio::runtime::Handle,
+    inner: T,
+}
+
+impl<F: std::future::Future> std::future::Future for OnRuntime<Pin<Box<F>>> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _entered = self.runtime.enter();
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl futures::Stream for OnRuntime<SendableRowStream> {
+    type Item = PgWireResult<DataRow>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let _entered = self.runtime.enter();
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
 /// The session service the server runs.
 pub struct Session {
     inner: Arc<DfSessionService>,
     parser: Arc<TypedParser>,
+    /// Where statements execute (see the module's documentation).
+    queries: tokio::runtime::Handle,
 }
 
 impl Session {
-    pub fn new(inner: DfSessionService) -> Self {
+    pub fn new(inner: DfSessionService, queries: tokio::runtime::Handle) -> Self {
         let parser = Arc::new(TypedParser {
             inner: inner.query_parser(),
         });
         Session {
             inner: Arc::new(inner),
             parser,
+            queries,
         }
+    }
+
+    /// `work` polled on the query runtime.
+    fn on_queries<F: std::future::Future>(&self, work: F) -> OnRuntime<Pin<Box<F>>> {
+        OnRuntime {
+            runtime: self.queries.clone(),
+            inner: Box::pin(work),
+        }
+    }
+
+    /// The response's rows computed on the query runtime, and cut off at
+    /// `deadline`.
+    fn rows(&self, response: Response, deadline: Option<tokio::time::Instant>) -> Response {
+        let Response::Query(mut query) = response else {
+            return response;
+        };
+        let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+        query.data_rows = Box::pin(OnRuntime {
+            runtime: self.queries.clone(),
+            inner: rows,
+        });
+        rows_until(Response::Query(query), deadline)
     }
 }
 
@@ -244,7 +373,16 @@ impl SimpleQueryHandler for Session {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         super::complexity::check(query)?;
-        SimpleQueryHandler::do_query(&*self.inner, client, query).await
+        let deadline = deadline(client);
+        let responses = until(
+            deadline,
+            self.on_queries(SimpleQueryHandler::do_query(&*self.inner, client, query)),
+        )
+        .await?;
+        Ok(responses
+            .into_iter()
+            .map(|r| self.rows(r, deadline))
+            .collect())
     }
 }
 
@@ -269,6 +407,17 @@ impl ExtendedQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows).await
+        let deadline = deadline(client);
+        let response = until(
+            deadline,
+            self.on_queries(ExtendedQueryHandler::do_query(
+                &*self.inner,
+                client,
+                portal,
+                max_rows,
+            )),
+        )
+        .await?;
+        Ok(self.rows(response, deadline))
     }
 }

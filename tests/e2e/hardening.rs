@@ -416,3 +416,133 @@ async fn statements_nested_too_deep_are_refused_with_54001() {
         .get(0);
     assert_eq!(sum, 500);
 }
+
+/// A statement that would run for hours: every combination of four units.
+const ENDLESS: &str = "SELECT sum(length(a.name || b.name || c.name || d.name)) FROM units a, units b, units c, units d";
+
+#[tokio::test]
+async fn statement_timeout_cancels_a_running_statement() {
+    let w = TestWarehouse::empty();
+    let server = TestServer::start(&w).await;
+    let client = server.client().await;
+    client
+        .batch_execute("SET statement_timeout = 300")
+        .await
+        .expect("set");
+    let simple = client.simple_query(ENDLESS).await.expect_err("cancelled");
+    assert_eq!(simple.code().map(|c| c.code()), Some("57014"), "{simple}");
+    let extended = client.query(ENDLESS, &[]).await.expect_err("cancelled");
+    assert_eq!(
+        extended.code().map(|c| c.code()),
+        Some("57014"),
+        "{extended}"
+    );
+    // The connection goes on; a statement within the limit is untouched.
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM units", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert!(n > 0);
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .expect("reset");
+
+    // The server's default applies to every session until it sets its own.
+    let server = TestServer::start_with(&w, &["--statement-timeout-ms", "300"]).await;
+    let client = server.client().await;
+    let e = client.query(ENDLESS, &[]).await.expect_err("cancelled");
+    assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
+    let message = e.as_db_error().map(|e| e.message().to_string());
+    assert_eq!(
+        message.as_deref(),
+        Some("canceling statement due to statement timeout")
+    );
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM units", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert!(n > 0);
+}
+
+/// CPU ticks the server used over the last half second.
+async fn busy_ticks(server: &TestServer) -> u64 {
+    let before = server.cpu_ticks();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.cpu_ticks() - before
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_takes_its_statement_with_it() {
+    let w = TestWarehouse::empty();
+    let server = TestServer::start(&w).await;
+    let (client, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=leaver dbname=baocao",
+            server.port
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect");
+    let connection = tokio::spawn(connection);
+    let running = tokio::spawn(async move { client.simple_query(ENDLESS).await.map(|_| ()) });
+    // The statement is running: the server keeps a core busy (guards
+    // against a hang, not timing checks).
+    let mut busy = false;
+    for _ in 0..60 {
+        if busy_ticks(&server).await >= 25 {
+            busy = true;
+            break;
+        }
+    }
+    assert!(busy, "the statement never got going");
+    // The client disappears without a word, as a killed process does.
+    running.abort();
+    connection.abort();
+    let mut idle = false;
+    for _ in 0..60 {
+        if busy_ticks(&server).await < 10 {
+            idle = true;
+            break;
+        }
+    }
+    assert!(idle, "the server went on computing for a client that left");
+    // Everyone else is served as before.
+    let client = server.client().await;
+    let one: i64 = client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("select")
+        .get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test]
+async fn a_query_over_the_memory_limit_fails_alone_with_53200() {
+    let w = TestWarehouse::empty();
+    let server = TestServer::start_with(&w, &["--memory-limit-mb", "16"]).await;
+    let client = server.client().await;
+    let other = server.client().await;
+    // A hash join whose build side (every pair of units' codes, about half
+    // a million strings) does not fit in 16 MiB and cannot spill.
+    let join = "SELECT count(*) FROM (SELECT a.code || b.code AS k FROM units a, units b) x \
+                JOIN (SELECT a.code || b.code AS k FROM units a, units b) y ON x.k = y.k";
+    let e = client.query(join, &[]).await.expect_err("over the limit");
+    assert_eq!(e.code().map(|c| c.code()), Some("53200"), "{e}");
+    // The same connection and every other one go on.
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM units", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert!(n > 0);
+    let one: i64 = other
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("select")
+        .get(0);
+    assert_eq!(one, 1);
+}

@@ -49,3 +49,46 @@ postgres_bin() {
     fi
     echo "$dir"
 }
+
+# as_postgres CMD...: runs CMD as the `postgres` user when run as root
+# (PostgreSQL refuses to run as root), as the caller otherwise.
+as_postgres() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# start_postgres: a throw-away PostgreSQL cluster on a free loopback port,
+# owned by `postgres` when run as root; sets $pgbin, $pgroot, $pgdata and
+# $pgport. Defaults except memory and WAL size, sized for this machine;
+# fsync and synchronous commit stay on. stop_postgres removes it.
+start_postgres() {
+    pgbin=$(postgres_bin)
+    pgroot=$(mktemp -d)
+    [ "$(id -u)" -eq 0 ] && chown postgres "$pgroot"
+    pgdata="$pgroot/data"
+    as_postgres "$pgbin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 >/dev/null
+    pgport=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    as_postgres "$pgbin/pg_ctl" -D "$pgdata" -w -l "$pgroot/log" \
+        -o "-p $pgport -k $pgroot -c listen_addresses=127.0.0.1 -c shared_buffers=2GB -c maintenance_work_mem=1GB -c max_wal_size=8GB -c max_connections=200" start >/dev/null
+}
+
+stop_postgres() {
+    [ -n "${pgdata:-}" ] && as_postgres "$pgbin/pg_ctl" -D "$pgdata" -m fast stop >/dev/null 2>&1
+    [ -n "${pgroot:-}" ] && rm -rf "$pgroot"
+    pgdata=
+    pgroot=
+}
+
+# bench_values: the demo generator's reports for every Hanoi ward from
+# 2001-01 to 2024-12 as a warehouse ($values_warehouse) and its latest values as one
+# CSV ($values, about 2.9 million rows), made once in target/throughput-bench.
+bench_values() {
+    values_warehouse=target/throughput-bench/source
+    values=target/throughput-bench/values.csv
+    mkdir -p target/throughput-bench
+    if [ ! -s "$values" ]; then
+        "$bin" demo --warehouse "$values_warehouse" --from 2001-01 --to 2024-12 --no-serve
+        start_server "$values_warehouse" --auto-compact-secs 0
+        "$venv/bin/python" benches/ingest_throughput.py export "$port" "$values"
+        kill "$server"; server=
+    fi
+}

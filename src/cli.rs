@@ -67,6 +67,10 @@ pub struct LimitsArgs {
     /// limit).
     #[arg(long, env = "BAOCAO_MAX_MESSAGE_MB", default_value_t = 64)]
     pub max_message_mb: usize,
+    /// Clients connected at once (PostgreSQL's default). One more is
+    /// refused with SQLSTATE 53300 "sorry, too many clients already".
+    #[arg(long, env = "BAOCAO_MAX_CONNECTIONS", default_value_t = 100)]
+    pub max_connections: usize,
     /// Every session's `statement_timeout` until it sets its own, in
     /// milliseconds (0: none, as in PostgreSQL). A statement that runs
     /// longer is cancelled with SQLSTATE 57014.

@@ -188,7 +188,10 @@ async fn serve(
         listener,
         engine,
         queries,
-        limits.statement_timeout_ms,
+        server::Limits {
+            statement_timeout_ms: limits.statement_timeout_ms,
+            max_connections: limits.max_connections.max(1),
+        },
         async {
             let _ = tokio::signal::ctrl_c().await;
         },

@@ -287,6 +287,66 @@ async fn hang_up(socket: &TcpStream) {
     }
 }
 
+/// What the server allows its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Every session's `statement_timeout` until it sets one (0: none).
+    pub statement_timeout_ms: u64,
+    /// Clients connected at once; one more is refused with 53300.
+    pub max_connections: usize,
+}
+
+/// Tells a client over the connection limit why, as PostgreSQL does: its
+/// startup packet is read (an SSL or GSS encryption request first gets a
+/// "no"), then FATAL 53300, then the connection is closed. Clients show
+/// the message only when it answers their startup packet.
+async fn refuse(mut socket: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SSL_REQUEST: i32 = 80_877_103;
+    const GSSENC_REQUEST: i32 = 80_877_104;
+    // Reads one startup-phase packet; its request code, if it has one.
+    async fn packet(socket: &mut TcpStream) -> Option<i32> {
+        let length = socket.read_i32().await.ok()?;
+        // PostgreSQL's limit on a startup packet.
+        let body = usize::try_from(length)
+            .ok()
+            .filter(|l| (8..=10_000).contains(l))?
+            - 4;
+        let mut bytes = vec![0; body];
+        socket.read_exact(&mut bytes).await.ok()?;
+        Some(i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut code = packet(&mut socket).await?;
+        while code == SSL_REQUEST || code == GSSENC_REQUEST {
+            socket.write_all(b"N").await.ok()?;
+            code = packet(&mut socket).await?;
+        }
+        Some(())
+    })
+    .await;
+    if !matches!(answered, Ok(Some(()))) {
+        return;
+    }
+    let mut fields = Vec::new();
+    for (kind, text) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "53300"),
+        (b'M', "sorry, too many clients already"),
+    ] {
+        fields.push(kind);
+        fields.extend_from_slice(text.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut message = vec![b'E'];
+    message.extend_from_slice(&(fields.len() as i32 + 4).to_be_bytes());
+    message.extend_from_slice(&fields);
+    let _ = socket.write_all(&message).await;
+    let _ = socket.shutdown().await;
+}
+
 /// Serves connections from `listener` until `shutdown` completes. Each
 /// connection runs in its own task: a failing client ends only its own
 /// connection.
@@ -294,7 +354,7 @@ pub async fn run(
     listener: TcpListener,
     engine: Engine,
     queries: tokio::runtime::Handle,
-    statement_timeout_ms: u64,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let Engine { ctx, writer, .. } = engine;
@@ -320,10 +380,11 @@ pub async fn run(
         copy: Arc::new(CopyIn::new(writer)),
         startup: Arc::new(Startup {
             connections: connections.clone(),
-            statement_timeout_ms,
+            statement_timeout_ms: limits.statement_timeout_ms,
         }),
         cancel: Arc::new(DefaultCancelHandler::new(connections)),
     });
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -332,9 +393,19 @@ pub async fn run(
                 return Ok(());
             }
             accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    tokio::spawn(serve_connection(socket, peer, handlers.clone()));
-                }
+                Ok((socket, peer)) => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        let handlers = handlers.clone();
+                        tokio::spawn(async move {
+                            serve_connection(socket, peer, handlers).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer, max = limits.max_connections, "connection refused: too many clients");
+                        tokio::spawn(refuse(socket));
+                    }
+                },
                 Err(e) => {
                     // Running out of file descriptors must not end the server.
                     tracing::warn!("cannot accept a connection: {e}");

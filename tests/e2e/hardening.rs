@@ -546,3 +546,47 @@ async fn a_query_over_the_memory_limit_fails_alone_with_53200() {
         .get(0);
     assert_eq!(one, 1);
 }
+
+#[tokio::test]
+async fn clients_over_the_connection_limit_are_refused_with_53300() {
+    let w = TestWarehouse::empty();
+    let server = TestServer::start_with(&w, &["--max-connections", "2"]).await;
+    let first = server.client().await;
+    let second = server.client().await;
+    let config = format!(
+        "host=127.0.0.1 port={} user=third dbname=baocao",
+        server.port
+    );
+    let connect = || tokio_postgres::connect(&config, tokio_postgres::NoTls);
+    let refused = connect().await.err().expect("a third client is refused");
+    assert_eq!(refused.code().map(|c| c.code()), Some("53300"), "{refused}");
+    // psql says why, too.
+    let out = server.psql(&["-c", "SELECT 1"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("too many clients"), "{stderr}");
+    // The connected clients are served; a freed slot takes a new client.
+    let one: i64 = first
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("first")
+        .get(0);
+    assert_eq!(one, 1);
+    drop(second);
+    let mut third = None;
+    for _ in 0..100 {
+        if let Ok((client, connection)) = connect().await {
+            tokio::spawn(connection);
+            third = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let third = third.expect("a slot was freed");
+    let one: i64 = third
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("third")
+        .get(0);
+    assert_eq!(one, 1);
+}

@@ -3,7 +3,10 @@
 
     load PGPORT CSV           PostgreSQL: the reports table, indexed, analysed
     scripts PORT DIR          the workload as pgbench scripts, drawn from the data
-    report DIR PEAK_KIB       the Markdown table of the runs in DIR
+    report DIR BASELINE_KIB PEAK_KIB AFTER_KIB
+                              the Markdown table of the runs in DIR, and
+                              baocao's resident memory before, at its peak
+                              and ten seconds after
 
 The workload, each query with concrete values drawn (seeded) from the data,
 every script equally likely:
@@ -65,7 +68,7 @@ def scripts(port, out):
             f.write(q + "\n")
 
 
-def report(work, peak_kib):
+def report(work, baseline_kib, peak_kib, after_kib):
     print("| server | clients | protocol | transactions | failed | tps | latency avg (ms) | latency p99 (ms) |")
     print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for summary in sorted(glob.glob(os.path.join(work, "*", "summary.txt"))):
@@ -93,7 +96,9 @@ def report(work, peak_kib):
         average = grab(r"latency average = ([0-9.]+) ms")
         print(f"| {name} | {clients} | {mode} | {done} | {failed} | {tps} | {average} | {p99:.1f} |")
     print()
-    print(f"baocao's peak resident memory over all runs: {int(peak_kib) / 1024:,.0f} MiB")
+    mib = lambda kib: f"{int(kib) / 1024:,.0f} MiB"
+    print(f"baocao's resident memory: {mib(baseline_kib)} before the load, "
+          f"{mib(peak_kib)} at its peak, {mib(after_kib)} ten seconds after it ended")
 
 
 def main():

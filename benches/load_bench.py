@@ -23,26 +23,13 @@ import sys
 
 import psycopg
 
-PG_TABLE = """
-DROP TABLE IF EXISTS reports;
-CREATE TABLE reports (
-    unit_code text NOT NULL,
-    period text NOT NULL,
-    indicator_code text NOT NULL,
-    value double precision NOT NULL
-);
-"""
-PG_INDEX = "CREATE INDEX reports_key ON reports (period, unit_code, indicator_code)"
-
+import ingest_throughput
 
 def load(port, path):
+    """The bulk-ingest benchmark's PostgreSQL table, loaded and analysed."""
     with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True) as conn:
-        conn.execute(PG_TABLE)
-        with conn.cursor() as cur, open(path, "rb") as f:
-            with cur.copy("COPY reports FROM STDIN WITH (FORMAT csv, HEADER)") as cp:
-                while chunk := f.read(1 << 20):
-                    cp.write(chunk)
-        conn.execute(PG_INDEX)
+        conn.execute(ingest_throughput.PG_TABLE)
+        ingest_throughput.copy(conn, ingest_throughput.load(path))
         conn.execute("ANALYZE reports")
 
 

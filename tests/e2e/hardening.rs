@@ -219,10 +219,15 @@ async fn the_server_survives_a_wire_fuzzer() {
     );
     // And new clients are served.
     let client = server.client().await;
+    assert_serves(&client).await;
+}
+
+/// Asserts that `client` is served: `SELECT 1` answers 1.
+async fn assert_serves(client: &tokio_postgres::Client) {
     let one: i64 = client
         .query_one("SELECT 1", &[])
         .await
-        .expect("select")
+        .expect("SELECT 1")
         .get(0);
     assert_eq!(one, 1);
 }
@@ -304,12 +309,7 @@ async fn malformed_messages_are_refused_with_a_protocol_error() {
         );
     }
     let client = server.client().await;
-    let one: i64 = client
-        .query_one("SELECT 1", &[])
-        .await
-        .expect("select")
-        .get(0);
-    assert_eq!(one, 1);
+    assert_serves(&client).await;
 }
 
 /// Statements nested deeper than the server accepts: SQLSTATE 54001 through
@@ -512,12 +512,7 @@ async fn a_client_that_goes_away_takes_its_statement_with_it() {
     assert!(idle, "the server went on computing for a client that left");
     // Everyone else is served as before.
     let client = server.client().await;
-    let one: i64 = client
-        .query_one("SELECT 1", &[])
-        .await
-        .expect("select")
-        .get(0);
-    assert_eq!(one, 1);
+    assert_serves(&client).await;
 }
 
 #[tokio::test]
@@ -539,12 +534,7 @@ async fn a_query_over_the_memory_limit_fails_alone_with_53200() {
         .expect("count")
         .get(0);
     assert!(n > 0);
-    let one: i64 = other
-        .query_one("SELECT 1", &[])
-        .await
-        .expect("select")
-        .get(0);
-    assert_eq!(one, 1);
+    assert_serves(&other).await;
 }
 
 #[tokio::test]
@@ -566,12 +556,7 @@ async fn clients_over_the_connection_limit_are_refused_with_53300() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("too many clients"), "{stderr}");
     // The connected clients are served; a freed slot takes a new client.
-    let one: i64 = first
-        .query_one("SELECT 1", &[])
-        .await
-        .expect("first")
-        .get(0);
-    assert_eq!(one, 1);
+    assert_serves(&first).await;
     drop(second);
     let mut third = None;
     for _ in 0..100 {
@@ -583,10 +568,5 @@ async fn clients_over_the_connection_limit_are_refused_with_53300() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let third = third.expect("a slot was freed");
-    let one: i64 = third
-        .query_one("SELECT 1", &[])
-        .await
-        .expect("third")
-        .get(0);
-    assert_eq!(one, 1);
+    assert_serves(&third).await;
 }

@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -41,6 +40,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Merge small report files and delete files no longer referenced.
     Compact(CompactArgs),
+    /// Manage the accounts that may connect (kept in <warehouse>/access, shared by every server).
+    User(UserArgs),
 }
 
 #[derive(Debug, Args)]
@@ -84,18 +85,76 @@ pub struct LimitsArgs {
     pub memory_limit_mb: usize,
 }
 
-impl ListenArgs {
-    /// The address, refused if it is reachable from other machines: there is
-    /// no authentication yet, so only this machine may connect.
-    pub fn checked_addr(&self) -> Result<SocketAddr> {
-        if !self.listen.ip().is_loopback() {
-            bail!(
-                "refusing to listen on {}: this server has no user accounts, so it only listens on a loopback address such as 127.0.0.1",
-                self.listen
-            );
-        }
-        Ok(self.listen)
-    }
+/// Who may connect, and how.
+#[derive(Debug, Args)]
+pub struct SecurityArgs {
+    /// How clients log in: scram-sha-256, password (cleartext; use with
+    /// TLS) or trust (no password, everyone is an admin; loopback only).
+    /// Default: scram-sha-256 once the warehouse has accounts, trust while
+    /// it has none (loopback only).
+    #[arg(long, env = "BAOCAO_AUTH", value_enum)]
+    pub auth: Option<crate::postgres::login::Method>,
+    /// The server's TLS certificate chain (PEM). With --tls-key, clients
+    /// may connect with TLS (sslmode=require).
+    #[arg(long, env = "BAOCAO_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "BAOCAO_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse connections that did not negotiate TLS (needs --tls-cert).
+    #[arg(long, env = "BAOCAO_REQUIRE_TLS", requires = "tls_cert")]
+    pub require_tls: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    /// The warehouse folder.
+    #[arg(
+        long,
+        env = "BAOCAO_WAREHOUSE",
+        default_value = "warehouse",
+        global = true
+    )]
+    pub warehouse: PathBuf,
+    #[command(subcommand)]
+    pub action: UserAction,
+}
+
+/// Account commands. Passwords are read from BAOCAO_PASSWORD, or else from
+/// the first line of standard input; only their SCRAM-SHA-256 verifiers
+/// are stored.
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Create an account (with no role unless --admin or --role is given).
+    Add {
+        name: String,
+        /// Make the account an admin.
+        #[arg(long, conflicts_with = "role")]
+        admin: bool,
+        /// Its role: admin, analyst, etl, reporter or viewer.
+        #[arg(long)]
+        role: Option<String>,
+        /// The unit a reporter or viewer is bound to (e.g. 001).
+        #[arg(long)]
+        unit: Option<String>,
+    },
+    /// Delete an account.
+    Remove { name: String },
+    /// Set an account's password.
+    Passwd { name: String },
+    /// Give an account its role (replacing the one it had).
+    Grant {
+        name: String,
+        /// admin, analyst, etl, reporter or viewer.
+        role: String,
+        /// The unit a reporter or viewer is bound to.
+        #[arg(long)]
+        unit: Option<String>,
+    },
+    /// Take an account's role away (it keeps its login, and sees no unit data).
+    Revoke { name: String },
+    /// List the accounts and their roles.
+    List,
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +197,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub listen: ListenArgs,
     #[command(flatten)]
+    pub security: SecurityArgs,
+    #[command(flatten)]
     pub landing: LandingArgs,
     #[command(flatten)]
     pub compaction: CompactionArgs,
@@ -151,6 +212,8 @@ pub struct DemoArgs {
     pub warehouse: WarehouseArgs,
     #[command(flatten)]
     pub listen: ListenArgs,
+    #[command(flatten)]
+    pub security: SecurityArgs,
     #[command(flatten)]
     pub landing: LandingArgs,
     #[command(flatten)]
@@ -169,6 +232,10 @@ pub struct DemoArgs {
     /// Build the warehouse and exit without serving.
     #[arg(long)]
     pub no_serve: bool,
+    /// Do not create the demo accounts (the server then trusts loopback
+    /// clients, as a warehouse without accounts does).
+    #[arg(long)]
+    pub no_demo_accounts: bool,
 }
 
 #[derive(Debug, Args)]

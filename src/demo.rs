@@ -61,8 +61,17 @@ pub async fn prepare(args: &DemoArgs) -> Result<Warehouse> {
         bail!("--to {to} has not started yet");
     }
     // The listen address is checked before hours of generation, not after.
-    if !args.no_serve {
-        args.listen.checked_addr()?;
+    // Demo accounts make any address safe to listen on (with passwords);
+    // without them, or with trust, only loopback is.
+    if !args.no_serve
+        && (args.no_demo_accounts
+            || args.security.auth == Some(crate::postgres::login::Method::Trust))
+    {
+        crate::server::check_exposure(
+            args.listen.listen,
+            args.security.auth,
+            &baocao_access::AccountStore::new(&args.warehouse.warehouse),
+        )?;
     }
     let warehouse = Warehouse::create(&args.warehouse.warehouse).await?;
     let catalog = warehouse.load_catalog()?;

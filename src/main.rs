@@ -8,8 +8,10 @@ mod cli;
 mod demo;
 mod ingest_files;
 mod postgres;
+mod row_scope;
 mod server;
 mod sqlstate;
+mod users;
 mod warehouse;
 mod writes;
 
@@ -87,6 +89,7 @@ async fn run(command: Command, queries: tokio::runtime::Handle) -> anyhow::Resul
             serve(
                 &w,
                 &args.listen,
+                &args.security,
                 &args.landing,
                 &args.compaction,
                 &args.limits,
@@ -96,12 +99,24 @@ async fn run(command: Command, queries: tokio::runtime::Handle) -> anyhow::Resul
         }
         Command::Demo(args) => {
             let w = demo::prepare(&args).await?;
+            if !args.no_demo_accounts {
+                users::demo_accounts(&w)?;
+                println!(
+                    "demo accounts (the password is the name): {}",
+                    users::DEMO_ACCOUNTS
+                        .iter()
+                        .map(|(name, _, _)| *name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             if args.no_serve {
                 return Ok(());
             }
             serve(
                 &w,
                 &args.listen,
+                &args.security,
                 &args.landing,
                 &args.compaction,
                 &args.limits,
@@ -109,6 +124,7 @@ async fn run(command: Command, queries: tokio::runtime::Handle) -> anyhow::Resul
             )
             .await
         }
+        Command::User(args) => users::run(&args),
         Command::Ingest(args) => ingest_files::run(&args).await,
         Command::Check(args) => ingest_files::check(&args),
         Command::Compact(args) => {
@@ -138,12 +154,20 @@ async fn run(command: Command, queries: tokio::runtime::Handle) -> anyhow::Resul
 async fn serve(
     w: &warehouse::Warehouse,
     listen: &cli::ListenArgs,
+    security: &cli::SecurityArgs,
     landing: &cli::LandingArgs,
     compaction: &cli::CompactionArgs,
     limits: &cli::LimitsArgs,
     queries: tokio::runtime::Handle,
 ) -> anyhow::Result<()> {
-    let addr = listen.checked_addr()?;
+    let addr = listen.listen;
+    users::first_admin_from_env(w)?;
+    let accounts = baocao_access::AccountStore::new(w.root());
+    server::check_exposure(addr, security.auth, &accounts)?;
+    let tls = match (&security.tls_cert, &security.tls_key) {
+        (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
+        _ => None,
+    };
     pgwire::messages::set_large_message_limit(limits.max_message_mb.saturating_mul(1 << 20));
     let listener = server::bind(addr).await?;
     let engine = server::engine(w, limits.memory_limit_mb.saturating_mul(1 << 20)).await?;
@@ -178,12 +202,21 @@ async fn serve(
     let local = listener.local_addr()?;
     tracing::info!(warehouse = %w.root().display(), "serving on {local}");
     println!("baocao is listening on {local}");
-    println!(
-        "connect with: psql -h {} -p {} -d {}",
-        local.ip(),
-        local.port(),
-        server::DATABASE
-    );
+    if accounts.load()?.is_empty() && security.auth != Some(postgres::login::Method::Password) {
+        println!(
+            "connect with: psql -h {} -p {} -d {}",
+            local.ip(),
+            local.port(),
+            server::DATABASE
+        );
+    } else {
+        println!(
+            "connect with: psql -h {} -p {} -U <account> -d {} (it asks for the account's password)",
+            local.ip(),
+            local.port(),
+            server::DATABASE
+        );
+    }
     server::run(
         listener,
         engine,
@@ -191,6 +224,11 @@ async fn serve(
         server::Limits {
             statement_timeout_ms: limits.statement_timeout_ms,
             max_connections: limits.max_connections.max(1),
+        },
+        server::Security {
+            method: security.auth,
+            tls,
+            require_tls: security.require_tls,
         },
         async {
             let _ = tokio::signal::ctrl_c().await;

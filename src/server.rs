@@ -22,17 +22,17 @@ use datafusion_postgres::hooks::QueryHook;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
-use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::{ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers};
+use pgwire::api::{ClientInfo, ErrorHandler, PgWireServerHandlers};
 use pgwire::error::PgWireError;
 use tokio::net::{TcpListener, TcpStream};
 
+use baocao_access::{AccountStore, AuditLog};
 use baocao_catalog::Catalog;
 use baocao_ingest::ReportStore;
 
 use crate::postgres;
+use crate::postgres::login::{Login, LoginPolicy, Method};
 use crate::sqlstate;
 use crate::warehouse::Warehouse;
 use crate::writes::{CopyIn, TransactionHook, WriteHook, Writer};
@@ -47,6 +47,8 @@ pub struct Engine {
     pub writer: Arc<Writer>,
     pub catalog: Arc<Catalog>,
     pub store: Arc<ReportStore>,
+    pub accounts: AccountStore,
+    pub audit: AuditLog,
 }
 
 /// Builds the query engine and the writer over a warehouse; the queries
@@ -79,8 +81,11 @@ pub async fn engine(warehouse: &Warehouse, memory_limit: usize) -> Result<Engine
         .context("cannot open the reports table")?;
     baocao_queries::register(&ctx, &catalog, table).await?;
     let catalog = Arc::new(catalog);
+    let audit = AuditLog::new(warehouse.root());
+    // Every table with unit data shows each session its own rows.
+    crate::row_scope::protect(&ctx, catalog.clone(), audit.clone()).await?;
     let store = Arc::new(warehouse.reports().await?);
-    let writer = Arc::new(Writer::new(catalog.clone(), store.clone()));
+    let writer = Arc::new(Writer::new(catalog.clone(), store.clone(), audit.clone()));
     datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
         .map_err(|e| anyhow::anyhow!("cannot set up pg_catalog: {e}"))?;
     postgres::register(&ctx);
@@ -94,6 +99,8 @@ pub async fn engine(warehouse: &Warehouse, memory_limit: usize) -> Result<Engine
         writer,
         catalog,
         store,
+        accounts: AccountStore::new(warehouse.root()),
+        audit,
     })
 }
 
@@ -159,38 +166,6 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     })
 }
 
-struct Startup {
-    connections: Arc<ConnectionManager>,
-    /// Every session's `statement_timeout` until it sets one (0: none).
-    statement_timeout_ms: u64,
-}
-
-#[async_trait::async_trait]
-impl NoopStartupHandler for Startup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(self.connections.clone())
-    }
-
-    async fn post_startup<C>(
-        &self,
-        client: &mut C,
-        _message: pgwire::messages::PgWireFrontendMessage,
-    ) -> pgwire::error::PgWireResult<()>
-    where
-        C: ClientInfo + futures::Sink<pgwire::messages::PgWireBackendMessage> + Unpin + Send,
-        C::Error: std::fmt::Debug,
-        PgWireError: From<<C as futures::Sink<pgwire::messages::PgWireBackendMessage>>::Error>,
-    {
-        if self.statement_timeout_ms > 0 {
-            client.metadata_mut().insert(
-                postgres::STATEMENT_TIMEOUT_MS.to_string(),
-                self.statement_timeout_ms.to_string(),
-            );
-        }
-        Ok(())
-    }
-}
-
 /// Gives every error its SQLSTATE before it reaches the client.
 struct Errors;
 
@@ -208,8 +183,8 @@ impl ErrorHandler for Errors {
 struct Handlers {
     session: Arc<postgres::Session>,
     copy: Arc<CopyIn>,
-    startup: Arc<Startup>,
-    cancel: Arc<DefaultCancelHandler>,
+    login: Arc<LoginPolicy>,
+    cancel: Arc<postgres::cancel::Cancels>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -221,8 +196,9 @@ impl PgWireServerHandlers for Handlers {
         self.session.clone()
     }
 
+    /// pgwire asks once per connection: each gets its own login.
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        self.startup.clone()
+        Arc::new(Login::new(self.login.clone()))
     }
 
     fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
@@ -242,7 +218,12 @@ impl PgWireServerHandlers for Handlers {
 /// of a statement takes the statement with it: the connection is watched
 /// for the hang-up, and its task (with the query it runs) is dropped then,
 /// instead of computing an answer nobody will read.
-async fn serve_connection(socket: TcpStream, peer: SocketAddr, handlers: Arc<Handlers>) {
+async fn serve_connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    handlers: Arc<Handlers>,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+) {
     tracing::debug!(%peer, "connection opened");
     // A second handle on the same socket, to see the hang-up while the
     // first is busy with a statement.
@@ -257,7 +238,7 @@ async fn serve_connection(socket: TcpStream, peer: SocketAddr, handlers: Arc<Han
             return;
         }
     };
-    let connection = tokio::spawn(pgwire::tokio::process_socket(socket, None, handlers));
+    let connection = tokio::spawn(pgwire::tokio::process_socket(socket, tls, handlers));
     let abort = connection.abort_handle();
     tokio::select! {
         ended = connection => match ended {
@@ -285,6 +266,67 @@ async fn hang_up(socket: &TcpStream) {
             Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
     }
+}
+
+/// Who may connect, and how (see `postgres::login`).
+pub struct Security {
+    /// `None`: scram-sha-256 once the warehouse has accounts, trust before.
+    pub method: Option<Method>,
+    pub tls: Option<pgwire::tokio::TlsAcceptor>,
+    pub require_tls: bool,
+}
+
+/// A TLS acceptor from a PEM certificate chain and its PEM private key.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<pgwire::tokio::TlsAcceptor> {
+    use pgwire::tokio::tokio_rustls::rustls;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|c| c.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("cannot read the TLS certificate {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{} holds no PEM certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("cannot read the TLS key {}: {e}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("cannot set up TLS")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("the TLS key does not fit the certificate")?;
+    // Direct TLS (PostgreSQL 17's sslnegotiation=direct) asks for it.
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Refuses to start a server that anyone on the network could use as an
+/// admin: one listening beyond this machine while the warehouse has no
+/// accounts, or with trust.
+pub fn check_exposure(
+    addr: SocketAddr,
+    method: Option<Method>,
+    accounts: &AccountStore,
+) -> Result<()> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if method == Some(Method::Trust) {
+        anyhow::bail!(
+            "refusing to listen on {addr} with --auth trust: trust lets anyone who can connect act as an admin, so it is for loopback addresses only"
+        );
+    }
+    if accounts.load()?.is_empty() {
+        anyhow::bail!(
+            "refusing to listen on {addr}: the warehouse has no accounts, so no one could log in (create an admin first: baocao user add NAME --admin, or set BAOCAO_ADMIN_PASSWORD), or listen on a loopback address such as 127.0.0.1"
+        );
+    }
+    Ok(())
 }
 
 /// What the server allows its clients.
@@ -355,14 +397,27 @@ pub async fn run(
     engine: Engine,
     queries: tokio::runtime::Handle,
     limits: Limits,
+    security: Security,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let Engine { ctx, writer, .. } = engine;
+    let loopback = listener.local_addr()?.ip().is_loopback();
+    let Engine {
+        ctx,
+        writer,
+        catalog,
+        accounts,
+        audit,
+        ..
+    } = engine;
     // The transaction hooks come first: a failed block refuses every other
     // statement until it ends.
     // PostgreSQL's SELECT comes last: it answers every query the others
     // leave.
+    // The settings guard comes before anything that applies a setting.
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
+        Arc::new(postgres::privileges::SettingsGuard {
+            statement_timeout_ms: limits.statement_timeout_ms,
+        }),
         Arc::new(TransactionHook::new(writer.clone())),
         Arc::new(TransactionStatementHook),
         Arc::new(WriteHook::new(writer.clone())),
@@ -371,18 +426,30 @@ pub async fn run(
         Arc::new(SetShowHook),
         Arc::new(postgres::SelectHook),
     ];
-    let connections = Arc::new(ConnectionManager::new());
+    let cancels = Arc::new(postgres::cancel::Cancels::default());
     let handlers = Arc::new(Handlers {
         session: Arc::new(postgres::Session::new(
             DfSessionService::new_with_hooks(ctx, hooks),
             queries,
+            Arc::new(postgres::privileges::Roles {
+                accounts: accounts.clone(),
+                catalog: catalog.clone(),
+                audit: audit.clone(),
+            }),
         )),
         copy: Arc::new(CopyIn::new(writer)),
-        startup: Arc::new(Startup {
-            connections: connections.clone(),
+        login: Arc::new(LoginPolicy {
+            method: security.method,
+            loopback,
+            require_tls: security.require_tls,
+            accounts,
+            catalog,
+            audit,
+            cancels: cancels.clone(),
             statement_timeout_ms: limits.statement_timeout_ms,
+            decoy_secret: baocao_access::scram::secret()?,
         }),
-        cancel: Arc::new(DefaultCancelHandler::new(connections)),
+        cancel: cancels,
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
@@ -396,8 +463,9 @@ pub async fn run(
                 Ok((socket, peer)) => match slots.clone().try_acquire_owned() {
                     Ok(slot) => {
                         let handlers = handlers.clone();
+                        let tls = security.tls.clone();
                         tokio::spawn(async move {
-                            serve_connection(socket, peer, handlers).await;
+                            serve_connection(socket, peer, handlers, tls).await;
                             drop(slot);
                         });
                     }

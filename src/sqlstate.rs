@@ -18,6 +18,9 @@ pub const QUERY_CANCELED: &str = "57014";
 pub const INTERNAL_ERROR: &str = "XX000";
 
 pub const UNDEFINED_OBJECT: &str = "42704";
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+pub const DUPLICATE_OBJECT: &str = "42710";
+pub const INVALID_AUTHORIZATION: &str = "28000";
 
 /// A Postgres error with `code` and a message for the client.
 pub fn user_error(code: &str, message: String) -> PgWireError {
@@ -79,6 +82,11 @@ pub fn for_datafusion(e: &DataFusionError) -> &'static str {
                 .is_some()
             {
                 INVALID_PARAMETER_VALUE
+            } else if inner
+                .downcast_ref::<crate::row_scope::PermissionDenied>()
+                .is_some()
+            {
+                INSUFFICIENT_PRIVILEGE
             } else {
                 INTERNAL_ERROR
             }
@@ -96,7 +104,7 @@ pub fn classify(error: &mut PgWireError) {
     let (code, message) = if let Some(df) = inner.downcast_ref::<DataFusionError>() {
         let code = for_datafusion(df);
         let mut message = df.strip_backtrace();
-        if code == INVALID_PARAMETER_VALUE {
+        if code == INVALID_PARAMETER_VALUE || code == INSUFFICIENT_PRIVILEGE {
             // The function's own message says it all.
             message = message.trim_start_matches("External error: ").to_string();
         }

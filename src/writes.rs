@@ -11,6 +11,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use baocao_access::{AuditEvent, AuditLog, AuditRecord};
 use baocao_catalog::Catalog;
 use baocao_catalog::report::{INDICATOR_CODE, PERIOD, UNIT_CODE, VALUE};
 use baocao_ingest::{
@@ -43,6 +44,7 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::response::TransactionStatus;
 
+use crate::postgres::access_of;
 use crate::sqlstate::{self, df_error, user_error};
 
 /// The columns a client may write, in their default order.
@@ -55,11 +57,78 @@ const MAX_COPY_BYTES: usize = 1 << 30;
 pub struct Writer {
     catalog: Arc<Catalog>,
     store: Arc<ReportStore>,
+    audit: AuditLog,
 }
 
 impl Writer {
-    pub fn new(catalog: Arc<Catalog>, store: Arc<ReportStore>) -> Self {
-        Writer { catalog, store }
+    pub fn new(catalog: Arc<Catalog>, store: Arc<ReportStore>, audit: AuditLog) -> Self {
+        Writer {
+            catalog,
+            store,
+            audit,
+        }
+    }
+
+    /// Refuses (42501, recorded) a batch with a unit the session may not
+    /// submit for.
+    fn check_units(
+        &self,
+        client: &(dyn ClientInfo + Send + Sync),
+        valid: &ValidBatch,
+        source: &str,
+    ) -> PgWireResult<()> {
+        let access = access_of(client)?;
+        let Some(unit) = valid.units().into_iter().find(|u| !access.may_submit(u)) else {
+            return Ok(());
+        };
+        self.audit.record(
+            AuditRecord::new(
+                AuditEvent::Denied,
+                access.user(),
+                format!("{source} refused"),
+            )
+            .client(client.socket_addr())
+            .unit(unit),
+        );
+        let role = access
+            .grant()
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| "no role".into());
+        Err(user_error(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!(
+                "permission denied: role \"{}\" ({role}) may not submit reports for unit {unit}",
+                access.user()
+            ),
+        ))
+    }
+
+    /// The audit line of a submission (recorded once it is committed).
+    fn submission_record<'a>(
+        client: &(dyn ClientInfo + Send + Sync),
+        user: &str,
+        source: &str,
+        batches: impl IntoIterator<Item = &'a ValidBatch>,
+    ) -> AuditRecord {
+        let mut units = std::collections::BTreeSet::new();
+        let mut rows = 0;
+        for b in batches {
+            units.extend(b.units().into_iter().map(str::to_string));
+            rows += b.len() as u64;
+        }
+        let mut record = AuditRecord::new(
+            AuditEvent::Submission,
+            user,
+            format!("{source}: {} unit(s)", units.len()),
+        )
+        .client(client.socket_addr())
+        .rows(rows);
+        if units.len() == 1
+            && let Some(unit) = units.pop_first()
+        {
+            record = record.unit(unit);
+        }
+        record
     }
 
     /// Records the withdrawal of the values of `keys` (unit, period,
@@ -99,14 +168,17 @@ impl Writer {
             validator.validate_withdrawal(batch, source)
         }
         .map_err(|r| rejection_error(&r))?;
+        self.check_units(client, &valid, source)?;
         let rows = valid.len();
         if client.transaction_status() == TransactionStatus::Transaction {
             open_transaction(client).push(valid, source);
             return Ok(rows);
         }
         let user = user_of(client);
-        self.commit(vec![(valid, Submission::now(user, source))])
+        let record = Self::submission_record(client, &user, source, [&valid]);
+        self.commit(vec![(valid, Submission::now(user.as_str(), source))])
             .await?;
+        self.audit.record(record);
         Ok(rows)
     }
 
@@ -123,11 +195,15 @@ impl Writer {
         }
         let user = user_of(client);
         let source = sources.join("+");
-        let submissions = ValidBatch::net_effect(batches)
+        let batches = ValidBatch::net_effect(batches);
+        let record = Self::submission_record(client, &user, &source, &batches);
+        let submissions = batches
             .into_iter()
             .map(|b| (b, Submission::now(user.as_str(), source.as_str())))
             .collect();
-        self.commit(submissions).await.map(|_| ())
+        self.commit(submissions).await?;
+        self.audit.record(record);
+        Ok(())
     }
 
     /// Forgets what the connection's transaction block wrote.

@@ -83,6 +83,11 @@ impl ValidBatch {
         )
     }
 
+    /// The distinct units the batch reports for.
+    pub fn units(&self) -> std::collections::BTreeSet<&str> {
+        self.unit_code.iter().flatten().collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.value.is_empty()
     }

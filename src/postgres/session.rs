@@ -176,6 +176,12 @@ impl QueryParser for TypedParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         super::complexity::check(sql)?;
+        if super::privileges::recognize(sql).is_some() {
+            return Err(crate::sqlstate::user_error(
+                crate::sqlstate::FEATURE_NOT_SUPPORTED,
+                "role statements run over the simple query protocol (psql, or a driver's plain execute without parameters); or use `baocao user`".to_string(),
+            ));
+        }
         let parsed = self.inner.parse_sql(client, sql, types).await?;
         Ok(match parsed {
             Some((sql, Some((statement, plan)))) => {
@@ -251,44 +257,116 @@ fn timed_out() -> PgWireError {
     )
 }
 
-/// Runs `work` (planning a statement) until `deadline`.
-async fn until<T>(
+fn canceled() -> PgWireError {
+    crate::sqlstate::user_error(
+        crate::sqlstate::QUERY_CANCELED,
+        "canceling statement due to user request".to_string(),
+    )
+}
+
+/// What may end a statement before it finishes: its session's
+/// `statement_timeout`, and a cancel request (see `cancel`).
+#[derive(Clone)]
+struct Stops {
     deadline: Option<tokio::time::Instant>,
-    work: impl std::future::Future<Output = PgWireResult<T>>,
-) -> PgWireResult<T> {
-    match deadline {
-        Some(at) => tokio::time::timeout_at(at, work)
-            .await
-            .unwrap_or_else(|_| Err(timed_out())),
-        None => work.await,
+    cancel: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+impl Stops {
+    /// The stops of the statement starting now in `client`'s session.
+    fn now(client: &(impl ClientInfo + ?Sized)) -> Stops {
+        Stops {
+            deadline: deadline(client),
+            cancel: super::cancel::for_statement(client),
+        }
+    }
+
+    fn none(&self) -> bool {
+        self.deadline.is_none() && self.cancel.is_none()
+    }
+
+    /// A stop that has fired already.
+    fn fired_already(&self) -> Option<PgWireError> {
+        if self
+            .deadline
+            .is_some_and(|at| tokio::time::Instant::now() >= at)
+        {
+            return Some(timed_out());
+        }
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.has_changed().unwrap_or(false))
+        {
+            return Some(canceled());
+        }
+        None
+    }
+
+    /// Resolves when a stop fires, with the error the client gets.
+    async fn fired(&mut self) -> PgWireError {
+        let deadline = self.deadline;
+        let timeout = async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let cancel = async {
+            let ended = match &mut self.cancel {
+                Some(c) => c.changed().await.is_err(),
+                None => true,
+            };
+            // A session that ended cannot be cancelled any more.
+            if ended {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = timeout => timed_out(),
+            () = cancel => canceled(),
+        }
     }
 }
 
-/// The response with its rows cut off at `deadline`: the rows are computed
-/// while they are sent, so that is where a long statement spends its time.
-/// At the deadline the client gets SQLSTATE 57014 and the row stream is
-/// dropped, which stops the query's execution.
-fn rows_until(response: Response, deadline: Option<tokio::time::Instant>) -> Response {
-    let Some(at) = deadline else {
+/// Runs `work` (planning a statement) until a stop fires.
+async fn until<T>(
+    mut stops: Stops,
+    work: impl std::future::Future<Output = PgWireResult<T>>,
+) -> PgWireResult<T> {
+    if stops.none() {
+        return work.await;
+    }
+    tokio::select! {
+        result = work => result,
+        error = stops.fired() => Err(error),
+    }
+}
+
+/// The response with its rows cut off when a stop fires: the rows are
+/// computed while they are sent, so that is where a long statement spends
+/// its time. The client gets SQLSTATE 57014 and the row stream is dropped,
+/// which stops the query's execution.
+fn rows_until(response: Response, stops: Stops) -> Response {
+    if stops.none() {
         return response;
-    };
+    }
     let Response::Query(mut query) = response else {
         return response;
     };
     let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
     query.data_rows = Box::pin(futures::stream::unfold(
-        Some(rows),
-        move |rows| async move {
-            let mut rows = rows?;
+        Some((rows, stops)),
+        move |state| async move {
+            let (mut rows, mut stops) = state?;
             // A plan that computes inline is always ready: look at the
-            // clock before each row, not only while waiting for one.
-            if tokio::time::Instant::now() >= at {
-                return Some((Err(timed_out()), None));
+            // stops before each row, not only while waiting for one.
+            if let Some(error) = stops.fired_already() {
+                return Some((Err(error), None));
             }
-            match tokio::time::timeout_at(at, rows.next()).await {
-                Ok(Some(row)) => Some((row, Some(rows))),
-                Ok(None) => None,
-                Err(_) => Some((Err(timed_out()), None)),
+            tokio::select! {
+                row = rows.next() => row.map(|row| (row, Some((rows, stops)))),
+                error = stops.fired() => Some((Err(error), None)),
             }
         },
     ));
@@ -326,10 +404,15 @@ pub struct Session {
     parser: Arc<TypedParser>,
     /// Where statements execute (see the module's documentation).
     queries: tokio::runtime::Handle,
+    roles: Arc<super::privileges::Roles>,
 }
 
 impl Session {
-    pub fn new(inner: DfSessionService, queries: tokio::runtime::Handle) -> Self {
+    pub fn new(
+        inner: DfSessionService,
+        queries: tokio::runtime::Handle,
+        roles: Arc<super::privileges::Roles>,
+    ) -> Self {
         let parser = Arc::new(TypedParser {
             inner: inner.query_parser(),
         });
@@ -337,6 +420,7 @@ impl Session {
             inner: Arc::new(inner),
             parser,
             queries,
+            roles,
         }
     }
 
@@ -348,9 +432,9 @@ impl Session {
         }
     }
 
-    /// The response's rows computed on the query runtime, and cut off at
-    /// `deadline`.
-    fn rows(&self, response: Response, deadline: Option<tokio::time::Instant>) -> Response {
+    /// The response's rows computed on the query runtime, and cut off
+    /// when a stop fires.
+    fn rows(&self, response: Response, stops: Stops) -> Response {
         let Response::Query(mut query) = response else {
             return response;
         };
@@ -359,7 +443,7 @@ impl Session {
             runtime: self.queries.clone(),
             inner: rows,
         });
-        rows_until(Response::Query(query), deadline)
+        rows_until(Response::Query(query), stops)
     }
 }
 
@@ -373,15 +457,23 @@ impl SimpleQueryHandler for Session {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         super::complexity::check(query)?;
-        let deadline = deadline(client);
-        let responses = until(
-            deadline,
-            self.on_queries(SimpleQueryHandler::do_query(&*self.inner, client, query)),
+        let access = super::access_of(client)?;
+        if let Some(statement) = super::privileges::recognize(query) {
+            return Ok(vec![self.roles.run(statement?, &access, client)?]);
+        }
+        let stops = Stops::now(client);
+        // The statement's scans see the session's rows only (`row_scope`).
+        let responses = crate::row_scope::with_access(
+            access,
+            until(
+                stops.clone(),
+                self.on_queries(SimpleQueryHandler::do_query(&*self.inner, client, query)),
+            ),
         )
         .await?;
         Ok(responses
             .into_iter()
-            .map(|r| self.rows(r, deadline))
+            .map(|r| self.rows(r, stops.clone()))
             .collect())
     }
 }
@@ -407,17 +499,21 @@ impl ExtendedQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let deadline = deadline(client);
-        let response = until(
-            deadline,
-            self.on_queries(ExtendedQueryHandler::do_query(
-                &*self.inner,
-                client,
-                portal,
-                max_rows,
-            )),
+        let stops = Stops::now(client);
+        let access = super::access_of(client)?;
+        let response = crate::row_scope::with_access(
+            access,
+            until(
+                stops.clone(),
+                self.on_queries(ExtendedQueryHandler::do_query(
+                    &*self.inner,
+                    client,
+                    portal,
+                    max_rows,
+                )),
+            ),
         )
         .await?;
-        Ok(self.rows(response, deadline))
+        Ok(self.rows(response, stops))
     }
 }

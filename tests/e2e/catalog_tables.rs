@@ -23,6 +23,7 @@ async fn psql_lists_and_describes_the_tables() {
     assert_eq!(
         names,
         [
+            "audit_log",
             "completeness",
             "indicators",
             "periods",

@@ -268,13 +268,16 @@ fn readme_snippet(name: &str) -> String {
         .to_string()
 }
 
-/// Every client snippet of the README, run against a demo server (its
-/// port in place of 5433), prints the city's births of 2025-07 with the
+/// Every client snippet of the README, run against a demo server with the
+/// demo accounts (its port in place of 5433), prints the city's births of 2025-07 with the
 /// wards that reported and the wards expected, as the server has them.
 #[tokio::test]
 async fn readme_snippets_run() {
-    let (_w, server) = demo_server().await;
-    let client = server.client().await;
+    // With the demo's accounts, as a reader of the README has them: the
+    // snippets log in as analyst with SCRAM-SHA-256.
+    let _w = TestWarehouse::demo_with_accounts("2025-05", "2025-07");
+    let server = TestServer::start(&_w).await;
+    let client = server.login("analyst", "analyst").await.expect("analyst");
     let row = client
         .query_one(
             "SELECT value, reporting_units, expected_units FROM rollup \

@@ -17,6 +17,7 @@ async fn demo_spans_the_reform_and_resumes() {
         "--to",
         "2025-08",
         "--no-serve",
+        "--no-demo-accounts",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(w.commits(), commits + 2);
@@ -30,6 +31,7 @@ async fn demo_spans_the_reform_and_resumes() {
         "--to",
         "2025-08",
         "--no-serve",
+        "--no-demo-accounts",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(w.commits(), commits + 2);

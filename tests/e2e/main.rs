@@ -6,6 +6,7 @@
 
 mod support;
 
+mod access;
 mod catalog_tables;
 mod cli_errors;
 mod clients;

@@ -61,9 +61,47 @@ impl TestWarehouse {
             "--to",
             to,
             "--no-serve",
+            // Trust on loopback, as a warehouse without accounts: the
+            // access tests make their own accounts.
+            "--no-demo-accounts",
         ]);
         assert!(out.status.success(), "demo failed: {}", stderr(&out));
         w
+    }
+
+    /// A demo warehouse with the demo's accounts (password = name).
+    pub fn demo_with_accounts(from: &str, to: &str) -> TestWarehouse {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = TestWarehouse { dir };
+        let out = baocao(&[
+            "demo",
+            "--warehouse",
+            w.path_str(),
+            "--from",
+            from,
+            "--to",
+            to,
+            "--no-serve",
+        ]);
+        assert!(out.status.success(), "demo failed: {}", stderr(&out));
+        w
+    }
+
+    /// Runs `baocao user <args>` on this warehouse, the password (if any)
+    /// given in BAOCAO_PASSWORD.
+    pub fn user(&self, args: &[&str], password: Option<&str>) -> Output {
+        let mut command = Command::new(BIN);
+        command
+            .arg("user")
+            .args(args)
+            .args(["--warehouse", self.path_str()])
+            .env_remove("BAOCAO_PASSWORD")
+            .env("BAOCAO_LOG", "warn")
+            .stdin(Stdio::null());
+        if let Some(p) = password {
+            command.env("BAOCAO_PASSWORD", p);
+        }
+        command.output().expect("run baocao user")
     }
 
     pub fn path(&self) -> &Path {
@@ -303,6 +341,49 @@ impl TestServer {
             let _ = connection.await;
         });
         client
+    }
+
+    /// A connection as `user` with `password` (SCRAM-SHA-256 when the
+    /// server asks for it), or the server's refusal.
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(user)
+            .password(password)
+            .dbname("baocao");
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    /// Runs psql as `user` with `password`, with `args`.
+    pub fn psql_as(&self, user: &str, password: &str, args: &[&str]) -> Output {
+        Command::new("psql")
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                user,
+                "-d",
+                "baocao",
+            ])
+            .args(args)
+            .env("PGCONNECT_TIMEOUT", "30")
+            .env("PGPASSWORD", password)
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql must be installed (scripts/test installs it)")
     }
 
     /// Runs psql with `args` (unaligned, tuples only unless overridden).

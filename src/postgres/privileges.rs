@@ -1,0 +1,590 @@
+//! What only an admin may do over SQL: manage accounts, and change the
+//! engine's settings.
+//!
+//! Role statements, in PostgreSQL's words where it has them:
+//!
+//! ```sql
+//! CREATE ROLE name [WITH] LOGIN PASSWORD 'secret'   -- or CREATE USER
+//! ALTER ROLE name [WITH] PASSWORD 'secret'          -- an account may change its own
+//! DROP ROLE [IF EXISTS] name [, ...]                -- or DROP USER
+//! GRANT analyst TO name                             -- admin, analyst, etl
+//! GRANT viewer ON UNIT '001' TO name                -- reporter, viewer: bound to a unit
+//! REVOKE viewer ON UNIT '001' FROM name
+//! ```
+//!
+//! An account holds one role; a GRANT replaces the role it had. They run
+//! over the simple query protocol (psql, `baocao user`); over the extended
+//! protocol they are refused with a message that says so.
+//!
+//! The settings guard: `SET datafusion.*` changes the engine of every
+//! session (memory limit, parallelism), so only an admin may; and a
+//! non-admin may shorten `statement_timeout` but not lift the server's.
+
+use async_trait::async_trait;
+use baocao_access::{
+    Access, AccessError, AccountStore, AuditEvent, AuditLog, AuditRecord, Grant, RoleKind,
+};
+use baocao_catalog::Catalog;
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use pgwire::api::ClientInfo;
+use pgwire::api::results::{Response, Tag};
+use pgwire::error::{PgWireError, PgWireResult};
+use std::sync::Arc;
+
+use crate::sqlstate::{self, user_error};
+
+/// The session's rights, set at login.
+pub fn access_of(client: &(impl ClientInfo + ?Sized)) -> PgWireResult<Arc<Access>> {
+    client.session_extensions().get::<Access>().ok_or_else(|| {
+        user_error(
+            sqlstate::INVALID_AUTHORIZATION,
+            "the session has not logged in".to_string(),
+        )
+    })
+}
+
+fn denied(message: String) -> PgWireError {
+    user_error(
+        sqlstate::INSUFFICIENT_PRIVILEGE,
+        format!("permission denied: {message}"),
+    )
+}
+
+/// A role statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleStatement {
+    Create {
+        name: String,
+        password: Option<String>,
+    },
+    AlterPassword {
+        name: String,
+        password: String,
+    },
+    Drop {
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    Grant {
+        name: String,
+        role: RoleKind,
+        unit: Option<String>,
+    },
+    Revoke {
+        name: String,
+        role: RoleKind,
+        unit: Option<String>,
+    },
+}
+
+impl RoleStatement {
+    fn tag(&self) -> &'static str {
+        match self {
+            RoleStatement::Create { .. } => "CREATE ROLE",
+            RoleStatement::AlterPassword { .. } => "ALTER ROLE",
+            RoleStatement::Drop { .. } => "DROP ROLE",
+            RoleStatement::Grant { .. } => "GRANT ROLE",
+            RoleStatement::Revoke { .. } => "REVOKE ROLE",
+        }
+    }
+
+    /// For the audit trail: the statement without its password.
+    fn describe(&self) -> String {
+        match self {
+            RoleStatement::Create { name, .. } => format!("CREATE ROLE {name}"),
+            RoleStatement::AlterPassword { name, .. } => format!("ALTER ROLE {name} PASSWORD"),
+            RoleStatement::Drop { names, .. } => format!("DROP ROLE {}", names.join(", ")),
+            RoleStatement::Grant { name, role, unit } => match unit {
+                Some(u) => format!("GRANT {} ON UNIT '{u}' TO {name}", role.as_str()),
+                None => format!("GRANT {} TO {name}", role.as_str()),
+            },
+            RoleStatement::Revoke { name, role, unit } => match unit {
+                Some(u) => format!("REVOKE {} ON UNIT '{u}' FROM {name}", role.as_str()),
+                None => format!("REVOKE {} FROM {name}", role.as_str()),
+            },
+        }
+    }
+}
+
+/// Words and literals of one statement, without blanks and comments.
+struct Words {
+    tokens: Vec<Token>,
+    at: usize,
+}
+
+impl Words {
+    fn keyword(&mut self, word: &str) -> bool {
+        match self.tokens.get(self.at) {
+            Some(Token::Word(w))
+                if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word) =>
+            {
+                self.at += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn expect(&mut self, word: &str) -> PgWireResult<()> {
+        if self.keyword(word) {
+            Ok(())
+        } else {
+            Err(syntax(&format!("expected {word}")))
+        }
+    }
+
+    /// A role name: a word, quoted or not (unquoted names fold to lower
+    /// case, as PostgreSQL folds them).
+    fn name(&mut self) -> PgWireResult<String> {
+        match self.tokens.get(self.at) {
+            Some(Token::Word(w)) => {
+                self.at += 1;
+                Ok(if w.quote_style.is_some() {
+                    w.value.clone()
+                } else {
+                    w.value.to_lowercase()
+                })
+            }
+            _ => Err(syntax("expected a role name")),
+        }
+    }
+
+    fn string(&mut self) -> PgWireResult<String> {
+        match self.tokens.get(self.at) {
+            Some(Token::SingleQuotedString(s)) | Some(Token::EscapedStringLiteral(s)) => {
+                self.at += 1;
+                Ok(s.clone())
+            }
+            _ => Err(syntax("expected a quoted string")),
+        }
+    }
+
+    fn comma(&mut self) -> bool {
+        if matches!(self.tokens.get(self.at), Some(Token::Comma)) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn end(&self) -> PgWireResult<()> {
+        if self.at == self.tokens.len() {
+            Ok(())
+        } else {
+            Err(syntax(&format!(
+                "unexpected {} in a role statement",
+                self.tokens[self.at]
+            )))
+        }
+    }
+
+    fn role_kind(&mut self) -> Option<RoleKind> {
+        let Some(Token::Word(w)) = self.tokens.get(self.at) else {
+            return None;
+        };
+        let kind = RoleKind::parse(&w.value).ok()?;
+        self.at += 1;
+        Some(kind)
+    }
+}
+
+fn syntax(message: &str) -> PgWireError {
+    user_error(
+        sqlstate::SYNTAX_ERROR,
+        format!(
+            "{message}; role statements are CREATE ROLE name LOGIN PASSWORD '...', ALTER ROLE name PASSWORD '...', DROP ROLE name, GRANT role [ON UNIT 'code'] TO name, REVOKE role [ON UNIT 'code'] FROM name"
+        ),
+    )
+}
+
+/// The role statement `sql` is, if it is one.
+pub fn recognize(sql: &str) -> Option<PgWireResult<RoleStatement>> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    let mut tokens: Vec<Token> = tokens
+        .into_iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    while matches!(tokens.last(), Some(Token::SemiColon)) {
+        tokens.pop();
+    }
+    if tokens.iter().any(|t| matches!(t, Token::SemiColon)) {
+        // Several statements: not one of ours (the write guard refuses a
+        // role statement among others).
+        return None;
+    }
+    let mut w = Words { tokens, at: 0 };
+    if w.keyword("create") {
+        if !(w.keyword("role") || w.keyword("user")) {
+            return None;
+        }
+        return Some(parse_create(&mut w));
+    }
+    if w.keyword("alter") {
+        if !(w.keyword("role") || w.keyword("user")) {
+            return None;
+        }
+        return Some(parse_alter(&mut w));
+    }
+    if w.keyword("drop") {
+        if !(w.keyword("role") || w.keyword("user")) {
+            return None;
+        }
+        return Some(parse_drop(&mut w));
+    }
+    let grant = if w.keyword("grant") {
+        true
+    } else if w.keyword("revoke") {
+        false
+    } else {
+        return None;
+    };
+    // GRANT SELECT ON ... is not a role statement.
+    let role = w.role_kind()?;
+    Some(parse_grant(&mut w, grant, role))
+}
+
+fn parse_create(w: &mut Words) -> PgWireResult<RoleStatement> {
+    let name = w.name()?;
+    w.keyword("with");
+    let mut password = None;
+    loop {
+        if w.keyword("login") {
+            continue;
+        }
+        if w.keyword("password") {
+            password = Some(w.string()?);
+            continue;
+        }
+        if w.keyword("nologin") {
+            return Err(user_error(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "every role here is an account that logs in; NOLOGIN roles are not supported (the roles to grant are admin, analyst, etl, reporter and viewer)".to_string(),
+            ));
+        }
+        break;
+    }
+    w.end()?;
+    Ok(RoleStatement::Create { name, password })
+}
+
+fn parse_alter(w: &mut Words) -> PgWireResult<RoleStatement> {
+    let name = w.name()?;
+    w.keyword("with");
+    if !w.keyword("password") {
+        return Err(user_error(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "ALTER ROLE changes only a password here: ALTER ROLE name PASSWORD '...'".to_string(),
+        ));
+    }
+    let password = w.string()?;
+    w.end()?;
+    Ok(RoleStatement::AlterPassword { name, password })
+}
+
+fn parse_drop(w: &mut Words) -> PgWireResult<RoleStatement> {
+    let if_exists = if w.keyword("if") {
+        w.expect("exists")?;
+        true
+    } else {
+        false
+    };
+    let mut names = vec![w.name()?];
+    while w.comma() {
+        names.push(w.name()?);
+    }
+    w.end()?;
+    Ok(RoleStatement::Drop { names, if_exists })
+}
+
+fn parse_grant(w: &mut Words, grant: bool, role: RoleKind) -> PgWireResult<RoleStatement> {
+    let unit = if w.keyword("on") {
+        w.expect("unit")?;
+        Some(w.string()?)
+    } else {
+        None
+    };
+    w.expect(if grant { "to" } else { "from" })?;
+    let name = w.name()?;
+    w.end()?;
+    Ok(if grant {
+        RoleStatement::Grant { name, role, unit }
+    } else {
+        RoleStatement::Revoke { name, role, unit }
+    })
+}
+
+fn access_error(e: AccessError) -> PgWireError {
+    let code = match &e {
+        AccessError::Exists(_) => sqlstate::DUPLICATE_OBJECT,
+        AccessError::Unknown(_) => sqlstate::UNDEFINED_OBJECT,
+        AccessError::LastAdmin(_) | AccessError::NotHeld { .. } => "55000",
+        AccessError::Io { .. } | AccessError::Corrupt { .. } | AccessError::Random => {
+            sqlstate::INTERNAL_ERROR
+        }
+        _ => sqlstate::INVALID_PARAMETER_VALUE,
+    };
+    user_error(code, e.to_string())
+}
+
+/// Runs role statements against the warehouse's accounts.
+pub struct Roles {
+    pub accounts: AccountStore,
+    pub catalog: Arc<Catalog>,
+    pub audit: AuditLog,
+}
+
+impl Roles {
+    /// Runs `statement` for the session `access`.
+    pub fn run(
+        &self,
+        statement: RoleStatement,
+        access: &Access,
+        client: &(impl ClientInfo + ?Sized),
+    ) -> PgWireResult<Response> {
+        let own_password = matches!(&statement, RoleStatement::AlterPassword { name, .. } if name == access.user());
+        if !access.is_admin() && !own_password {
+            self.audit.record(
+                AuditRecord::new(AuditEvent::Denied, access.user(), statement.describe())
+                    .client(client.socket_addr()),
+            );
+            return Err(denied(format!(
+                "only admins manage roles (role {} may change only its own password)",
+                access.user()
+            )));
+        }
+        let me = access.user();
+        match &statement {
+            RoleStatement::Create { name, password } => {
+                let Some(password) = password else {
+                    return Err(user_error(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        format!(
+                            "role \"{name}\" needs a password: CREATE ROLE {name} LOGIN PASSWORD '...'"
+                        ),
+                    ));
+                };
+                self.accounts
+                    .update(|a| a.add(name, password, None))
+                    .map_err(access_error)?;
+            }
+            RoleStatement::AlterPassword { name, password } => {
+                self.accounts
+                    .update(|a| a.set_password(name, password))
+                    .map_err(access_error)?;
+            }
+            RoleStatement::Drop { names, if_exists } => {
+                if names.iter().any(|n| n == me) {
+                    return Err(user_error(
+                        "55006",
+                        "current user cannot be dropped".to_string(),
+                    ));
+                }
+                self.accounts
+                    .update(|a| {
+                        for name in names {
+                            match a.remove(name) {
+                                Err(AccessError::Unknown(_)) if *if_exists => {}
+                                other => other?,
+                            }
+                        }
+                        Ok(())
+                    })
+                    .map_err(access_error)?;
+            }
+            RoleStatement::Grant { name, role, unit } => {
+                let grant =
+                    Grant::new(*role, unit.as_deref(), &self.catalog).map_err(access_error)?;
+                self.accounts
+                    .update(|a| a.grant(name, Some(grant)))
+                    .map_err(access_error)?;
+            }
+            RoleStatement::Revoke { name, role, unit } => {
+                let grant = Grant {
+                    role: *role,
+                    unit: unit.clone(),
+                };
+                self.accounts
+                    .update(|a| a.revoke(name, &grant))
+                    .map_err(access_error)?;
+            }
+        }
+        self.audit.record(
+            AuditRecord::new(AuditEvent::Admin, me, statement.describe())
+                .client(client.socket_addr()),
+        );
+        Ok(Response::Execution(Tag::new(statement.tag())))
+    }
+}
+
+/// Refuses, for non-admins, the settings that reach past the session.
+pub struct SettingsGuard {
+    /// The server's default `statement_timeout` in ms (0: none).
+    pub statement_timeout_ms: u64,
+}
+
+/// A `statement_timeout` value in ms, as PostgreSQL reads it (a bare
+/// number is ms; 0 is none).
+fn timeout_ms(value: &str) -> Option<u64> {
+    let v = value.trim().trim_matches('\'').trim_matches('"').trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let factor = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(n.saturating_mul(factor))
+}
+
+impl SettingsGuard {
+    fn check(
+        &self,
+        statement: &Statement,
+        client: &(impl ClientInfo + ?Sized),
+    ) -> PgWireResult<()> {
+        let Statement::Set(Set::SingleAssignment {
+            variable, values, ..
+        }) = statement
+        else {
+            return Ok(());
+        };
+        let access = access_of(client)?;
+        if access.is_admin() {
+            return Ok(());
+        }
+        let name = variable.to_string().to_lowercase();
+        if name.starts_with("datafusion.") {
+            return Err(denied(format!(
+                "{name} is an engine setting shared by every session; only admins may set it"
+            )));
+        }
+        if name == "statement_timeout" && self.statement_timeout_ms > 0 {
+            let value = values.first().map(|v| v.to_string()).unwrap_or_default();
+            let lifted = match timeout_ms(&value) {
+                Some(0) => true,
+                Some(ms) => ms > self.statement_timeout_ms,
+                // DEFAULT and the like: back to the server's.
+                None => false,
+            };
+            if lifted {
+                return Err(denied(format!(
+                    "the server limits statements to {} ms; a session may shorten statement_timeout, not lift it",
+                    self.statement_timeout_ms
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl QueryHook for SettingsGuard {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.check(statement, &*client).err().map(Err)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        self.check(statement, client).err().map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.check(statement, &*client).err().map(Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_statements_are_recognized() {
+        let r = |s: &str| recognize(s).map(|r| r.map_err(|e| e.to_string()));
+        assert_eq!(
+            r("CREATE ROLE Alice WITH LOGIN PASSWORD 'p''w';"),
+            Some(Ok(RoleStatement::Create {
+                name: "alice".into(),
+                password: Some("p'w".into())
+            }))
+        );
+        assert_eq!(
+            r("create user \"Bob\" password 'x'"),
+            Some(Ok(RoleStatement::Create {
+                name: "Bob".into(),
+                password: Some("x".into())
+            }))
+        );
+        assert_eq!(
+            r("GRANT viewer ON UNIT '001' TO alice"),
+            Some(Ok(RoleStatement::Grant {
+                name: "alice".into(),
+                role: RoleKind::Viewer,
+                unit: Some("001".into())
+            }))
+        );
+        assert_eq!(
+            r("revoke analyst from alice"),
+            Some(Ok(RoleStatement::Revoke {
+                name: "alice".into(),
+                role: RoleKind::Analyst,
+                unit: None
+            }))
+        );
+        assert_eq!(
+            r("DROP ROLE IF EXISTS a, b"),
+            Some(Ok(RoleStatement::Drop {
+                names: vec!["a".into(), "b".into()],
+                if_exists: true
+            }))
+        );
+        assert_eq!(
+            r("ALTER ROLE alice PASSWORD 'n'"),
+            Some(Ok(RoleStatement::AlterPassword {
+                name: "alice".into(),
+                password: "n".into()
+            }))
+        );
+        assert!(r("GRANT SELECT ON reports TO alice").is_none());
+        assert!(r("SELECT 1").is_none());
+        assert!(r("CREATE TABLE t (a int)").is_none());
+        assert!(r("CREATE ROLE a; SELECT 1").is_none());
+        assert!(matches!(r("GRANT viewer TO"), Some(Err(_))));
+        assert!(matches!(r("ALTER ROLE a RENAME TO b"), Some(Err(_))));
+    }
+
+    #[test]
+    fn statement_timeouts_are_read_as_postgresql_reads_them() {
+        assert_eq!(timeout_ms("5000"), Some(5000));
+        assert_eq!(timeout_ms("'5s'"), Some(5000));
+        assert_eq!(timeout_ms("'2min'"), Some(120_000));
+        assert_eq!(timeout_ms("0"), Some(0));
+        assert_eq!(timeout_ms("DEFAULT"), None);
+    }
+}

@@ -12,9 +12,10 @@
 //! REVOKE viewer ON UNIT '001' FROM name
 //! ```
 //!
-//! An account holds one role; a GRANT replaces the role it had. They run
-//! over the simple query protocol (psql, `baocao user`); over the extended
-//! protocol they are refused with a message that says so.
+//! An account holds one role; a GRANT replaces the role it had. They are
+//! recognised from the statement's text before the SQL parser sees it (its
+//! PostgreSQL dialect has no `ON UNIT`), in both protocols: over the
+//! extended one, Parse keeps the text without a plan and Execute runs it.
 //!
 //! The settings guard: `SET datafusion.*` changes the engine of every
 //! session (memory limit, parallelism), so only an admin may; and a

@@ -176,11 +176,10 @@ impl QueryParser for TypedParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         super::complexity::check(sql)?;
-        if super::privileges::recognize(sql).is_some() {
-            return Err(crate::sqlstate::user_error(
-                crate::sqlstate::FEATURE_NOT_SUPPORTED,
-                "role statements run over the simple query protocol (psql, or a driver's plain execute without parameters); or use `baocao user`".to_string(),
-            ));
+        // A role statement has no plan: it runs at Execute (see `do_query`).
+        if let Some(statement) = super::privileges::recognize(sql) {
+            statement?;
+            return Ok(Some((sql.to_string(), None)));
         }
         let parsed = self.inner.parse_sql(client, sql, types).await?;
         Ok(match parsed {
@@ -501,6 +500,11 @@ impl ExtendedQueryHandler for Session {
     {
         let stops = Stops::now(client);
         let access = super::access_of(client)?;
+        if let (sql, None) = &portal.statement.statement
+            && let Some(statement) = super::privileges::recognize(sql)
+        {
+            return self.roles.run(statement?, &access, client);
+        }
         let response = crate::row_scope::with_access(
             access,
             until(

@@ -485,12 +485,21 @@ async fn roles_are_managed_over_sql_and_shared_by_every_server() {
         let e = admin.simple_query(sql).await.expect_err(sql);
         assert_eq!(sqlstate(&e), code, "{sql}: {}", message(&e));
     }
-    // Over the extended protocol, role statements say where they run.
-    let e = admin
-        .execute("DROP ROLE lan", &[])
+    // The extended protocol runs them too (psycopg 3, pgjdbc).
+    admin
+        .execute("CREATE ROLE temp LOGIN PASSWORD 't'", &[])
         .await
-        .expect_err("extended");
-    assert_eq!(sqlstate(&e), "0A000");
+        .expect("create over the extended protocol");
+    b.login("temp", "t").await.expect("temp logs in");
+    admin
+        .execute("DROP ROLE temp", &[])
+        .await
+        .expect("drop over the extended protocol");
+    let e = admin
+        .execute("GRANT viewer ON UNIT '99999' TO lan", &[])
+        .await
+        .expect_err("an unknown unit");
+    assert_eq!(sqlstate(&e), "22023");
     // Revoked, she keeps her login and sees nothing; dropped, she is out.
     admin
         .simple_query(&format!("REVOKE viewer ON UNIT '{ward}' FROM lan"))

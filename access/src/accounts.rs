@@ -262,6 +262,13 @@ impl Accounts {
     }
 }
 
+/// See [`AccountStore::stamp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    inode: u64,
+    modified: (i64, i64),
+}
+
 /// Where a warehouse keeps its accounts.
 #[derive(Debug, Clone)]
 pub struct AccountStore {
@@ -283,6 +290,18 @@ impl AccountStore {
 
     fn file(&self) -> PathBuf {
         self.dir.join("accounts.json")
+    }
+
+    /// What identifies the accounts file's content: every update writes a
+    /// new file and renames it over the old one, so the stamp changes with
+    /// each (`None`: no file yet).
+    pub fn stamp(&self) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(self.file()).ok()?;
+        Some(Stamp {
+            inode: m.ino(),
+            modified: (m.mtime(), m.mtime_nsec()),
+        })
     }
 
     /// The accounts as they are now.

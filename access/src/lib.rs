@@ -19,7 +19,7 @@ pub mod audit;
 pub mod scope;
 pub mod scram;
 
-pub use accounts::{Account, AccountStore, Accounts, Grant, RoleKind};
+pub use accounts::{Account, AccountStore, Accounts, Grant, RoleKind, Stamp};
 pub use audit::{AuditEvent, AuditLog, AuditRecord};
 pub use scope::{Access, Scope, UnitScope};
 pub use scram::{Exchange, ScramError, Verifier};

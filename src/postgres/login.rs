@@ -37,6 +37,7 @@ use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::Mutex;
 
+use super::privileges::SessionAccess;
 use crate::sqlstate;
 
 /// How clients prove who they are.
@@ -175,10 +176,13 @@ impl Login {
     }
 
     /// The rights of `user`, read from the accounts now.
-    fn access(&self, user: &str) -> PgWireResult<Access> {
+    fn access(&self, user: &str) -> PgWireResult<SessionAccess> {
         if self.method.get() == Some(&Method::Trust) {
-            return Ok(Access::trusted(user));
+            return Ok(SessionAccess::trusted(Access::trusted(user)));
         }
+        // The stamp before the read: a change in between is read again at
+        // the first statement.
+        let stamp = self.policy.accounts.stamp();
         let accounts = self.policy.accounts.load().map_err(|e| {
             fatal(
                 sqlstate::INTERNAL_ERROR,
@@ -186,7 +190,10 @@ impl Login {
             )
         })?;
         let grant = accounts.get(user).and_then(|a| a.grant.clone());
-        Ok(Access::new(user, grant, &self.policy.catalog))
+        Ok(SessionAccess::from_accounts(
+            Access::new(user, grant, &self.policy.catalog),
+            stamp,
+        ))
     }
 
     /// Ends a successful login: the connection gets its cancel key, its
@@ -197,7 +204,7 @@ impl Login {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let access = self.access(user)?;
+        let session = self.access(user)?;
         let (pid, secret_key) = RandomPidSecretKeyGenerator::default().generate(client);
         client.set_pid_and_secret_key(pid, secret_key.clone());
         let registration = self.policy.cancels.register(pid, &secret_key);
@@ -209,12 +216,13 @@ impl Login {
             );
         }
         let mut parameters = DefaultServerParameterProvider::default();
-        parameters.is_superuser = access.is_admin();
-        let role = access
+        parameters.is_superuser = session.access().is_admin();
+        let role = session
+            .access()
             .grant()
             .map(|g| g.to_string())
             .unwrap_or_else(|| "no role".to_string());
-        client.session_extensions().insert::<Access>(access);
+        client.session_extensions().insert(session);
         self.record(client, AuditEvent::Login, user, format!("{how}; {role}"));
         pgwire::api::auth::finish_authentication(client, &parameters).await
     }

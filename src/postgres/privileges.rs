@@ -23,7 +23,7 @@
 
 use async_trait::async_trait;
 use baocao_access::{
-    Access, AccessError, AccountStore, AuditEvent, AuditLog, AuditRecord, Grant, RoleKind,
+    Access, AccessError, AccountStore, AuditEvent, AuditLog, AuditRecord, Grant, RoleKind, Stamp,
 };
 use baocao_catalog::Catalog;
 use datafusion::common::ParamValues;
@@ -40,14 +40,92 @@ use std::sync::Arc;
 
 use crate::sqlstate::{self, user_error};
 
-/// The session's rights, set at login.
+/// A session's rights, and the accounts they were read from.
+pub struct SessionAccess {
+    access: Arc<Access>,
+    /// `None` for a trusted session (no accounts are read).
+    stamp: Option<Option<Stamp>>,
+}
+
+impl SessionAccess {
+    /// Rights read from the accounts as they were at `stamp`.
+    pub fn from_accounts(access: Access, stamp: Option<Stamp>) -> SessionAccess {
+        SessionAccess {
+            access: Arc::new(access),
+            stamp: Some(stamp),
+        }
+    }
+
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// Rights that do not depend on the accounts (trust).
+    pub fn trusted(access: Access) -> SessionAccess {
+        SessionAccess {
+            access: Arc::new(access),
+            stamp: None,
+        }
+    }
+}
+
+/// The session's rights, as of the start of its current statement.
 pub fn access_of(client: &(impl ClientInfo + ?Sized)) -> PgWireResult<Arc<Access>> {
-    client.session_extensions().get::<Access>().ok_or_else(|| {
+    client
+        .session_extensions()
+        .get::<SessionAccess>()
+        .map(|s| s.access.clone())
+        .ok_or_else(|| {
+            user_error(
+                sqlstate::INVALID_AUTHORIZATION,
+                "the session has not logged in".to_string(),
+            )
+        })
+}
+
+/// The session's rights for the statement starting now: read again when
+/// the accounts changed since (a GRANT, REVOKE or DROP ROLE by another
+/// session or server applies to this session's next statement, as
+/// privileges do in PostgreSQL).
+pub fn refresh_access(
+    client: &(impl ClientInfo + ?Sized),
+    accounts: &AccountStore,
+    catalog: &Catalog,
+) -> PgWireResult<Arc<Access>> {
+    let session = client
+        .session_extensions()
+        .get::<SessionAccess>()
+        .ok_or_else(|| {
+            user_error(
+                sqlstate::INVALID_AUTHORIZATION,
+                "the session has not logged in".to_string(),
+            )
+        })?;
+    let Some(seen) = session.stamp else {
+        return Ok(session.access.clone());
+    };
+    let now = accounts.stamp();
+    if now == seen {
+        return Ok(session.access.clone());
+    }
+    let user = session.access.user().to_string();
+    let loaded = accounts.load().map_err(|e| {
         user_error(
-            sqlstate::INVALID_AUTHORIZATION,
-            "the session has not logged in".to_string(),
+            sqlstate::INTERNAL_ERROR,
+            format!("cannot read the accounts: {e}"),
         )
-    })
+    })?;
+    let Some(account) = loaded.get(&user) else {
+        return Err(user_error(
+            sqlstate::INVALID_AUTHORIZATION,
+            format!("role \"{user}\" does not exist any more"),
+        ));
+    };
+    let access = Access::new(&user, account.grant.clone(), catalog);
+    let fresh = SessionAccess::from_accounts(access, now);
+    let access = fresh.access.clone();
+    client.session_extensions().insert(fresh);
+    Ok(access)
 }
 
 fn denied(message: String) -> PgWireError {

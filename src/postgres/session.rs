@@ -456,7 +456,8 @@ impl SimpleQueryHandler for Session {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         super::complexity::check(query)?;
-        let access = super::access_of(client)?;
+        let access =
+            super::privileges::refresh_access(client, &self.roles.accounts, &self.roles.catalog)?;
         if let Some(statement) = super::privileges::recognize(query) {
             return Ok(vec![self.roles.run(statement?, &access, client)?]);
         }
@@ -499,7 +500,8 @@ impl ExtendedQueryHandler for Session {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let stops = Stops::now(client);
-        let access = super::access_of(client)?;
+        let access =
+            super::privileges::refresh_access(client, &self.roles.accounts, &self.roles.catalog)?;
         if let (sql, None) = &portal.statement.statement
             && let Some(statement) = super::privileges::recognize(sql)
         {

@@ -500,15 +500,25 @@ async fn roles_are_managed_over_sql_and_shared_by_every_server() {
         .await
         .expect_err("an unknown unit");
     assert_eq!(sqlstate(&e), "22023");
-    // Revoked, she keeps her login and sees nothing; dropped, she is out.
+    // Revoked, she keeps her login and sees nothing — from the next
+    // statement of the session she has open on the other server; dropped,
+    // she is out, there too.
+    let open = b.login("lan", "mới").await.expect("lan");
+    assert!(count(&open, "SELECT count(*) FROM reports").await > 0);
     admin
         .simple_query(&format!("REVOKE viewer ON UNIT '{ward}' FROM lan"))
         .await
         .expect("revoke");
+    assert_eq!(count(&open, "SELECT count(*) FROM reports").await, 0);
     let lan = b.login("lan", "mới").await.expect("lan");
     assert_eq!(count(&lan, "SELECT count(*) FROM reports").await, 0);
     admin.simple_query("DROP ROLE lan").await.expect("drop");
     assert!(b.login("lan", "mới").await.is_err());
+    let e = open
+        .query_one("SELECT 1", &[])
+        .await
+        .expect_err("a dropped role's session");
+    assert_eq!(sqlstate(&e), "28000");
     // The trail has the admin actions, without the passwords.
     let details: Vec<String> = admin
         .query("SELECT detail FROM audit_log WHERE event = 'admin'", &[])

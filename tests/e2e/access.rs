@@ -672,3 +672,52 @@ async fn a_cancel_request_stops_a_scoped_query() {
         .expect_err("the query was cancelled");
     assert_eq!(sqlstate(&e), "57014", "{e}");
 }
+
+#[tokio::test]
+async fn cleartext_passwords_only_when_the_operator_asks_for_them() {
+    let w = TestWarehouse::empty();
+    let out = w.user(&["add", "boss", "--admin"], Some("pw"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // SCRAM by default: the server asks for SASL with SCRAM-SHA-256 only.
+    let scram = TestServer::start(&w).await;
+    let (code, body) = first_authentication_request(scram.port).await;
+    assert_eq!(code, 10, "AuthenticationSASL");
+    assert_eq!(body, b"SCRAM-SHA-256\0\0");
+    // --auth password: a cleartext password, checked against the same
+    // verifier.
+    let cleartext = TestServer::start_with(&w, &["--auth", "password"]).await;
+    let (code, _) = first_authentication_request(cleartext.port).await;
+    assert_eq!(code, 3, "AuthenticationCleartextPassword");
+    let out = cleartext.psql_as("boss", "pw", &["-Atc", "SELECT current_user"]);
+    assert_eq!(stdout(&out).trim(), "boss", "{}", stderr(&out));
+    let e = cleartext
+        .login("boss", "wrong")
+        .await
+        .expect_err("a wrong cleartext password");
+    assert_eq!(sqlstate(&e), "28P01");
+}
+
+/// The first authentication request the server sends to a client that
+/// starts as `boss`: its code and the rest of its body.
+async fn first_authentication_request(port: u16) -> (i32, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut body = 196_608_i32.to_be_bytes().to_vec();
+    for field in ["user", "boss", "database", "baocao"] {
+        body.extend_from_slice(field.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    socket.write_all(&packet).await.expect("startup");
+    let kind = socket.read_u8().await.expect("message type");
+    assert_eq!(kind, b'R', "an authentication request");
+    let length = socket.read_i32().await.expect("length");
+    let mut rest = vec![0; usize::try_from(length - 4).expect("length")];
+    socket.read_exact(&mut rest).await.expect("body");
+    let code = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+    (code, rest[4..].to_vec())
+}

@@ -12,6 +12,7 @@ mod cli_errors;
 mod clients;
 mod corpus;
 mod crash;
+mod cube;
 mod demo;
 mod examples;
 mod hardening;

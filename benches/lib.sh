@@ -86,7 +86,7 @@ bench_values() {
     values=target/throughput-bench/values.csv
     mkdir -p target/throughput-bench
     if [ ! -s "$values" ]; then
-        "$bin" demo --warehouse "$values_warehouse" --from 2001-01 --to 2024-12 --no-serve
+        "$bin" demo --warehouse "$values_warehouse" --from 2001-01 --to 2024-12 --no-serve --no-demo-accounts
         start_server "$values_warehouse" --auto-compact-secs 0
         "$venv/bin/python" benches/ingest_throughput.py export "$port" "$values"
         kill "$server"; server=

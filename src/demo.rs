@@ -61,8 +61,15 @@ pub async fn prepare(args: &DemoArgs) -> Result<Warehouse> {
         bail!("--to {to} has not started yet");
     }
     // The listen address is checked before hours of generation, not after.
-    // Demo accounts make any address safe to listen on (with passwords);
-    // without them, or with trust, only loopback is.
+    // The demo accounts' passwords are in the README: they are for this
+    // machine only.
+    if !args.no_serve && !args.no_demo_accounts && !args.listen.listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {} with the demo accounts, whose passwords are published: listen on a loopback address, or pass --no-demo-accounts and create accounts (baocao user add)",
+            args.listen.listen
+        );
+    }
+    // Without accounts, or with trust, only loopback is safe either.
     if !args.no_serve
         && (args.no_demo_accounts
             || args.security.auth == Some(crate::postgres::login::Method::Trust))

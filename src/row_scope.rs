@@ -153,8 +153,27 @@ impl TableProvider for ScopedTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        // The inner table applies them; the scope filter only removes more.
-        self.inner.supports_filters_pushdown(filters)
+        let everything = current().is_ok_and(|a| *a.read_scope() == Scope::Everything);
+        if everything {
+            return self.inner.supports_filters_pushdown(filters);
+        }
+        // Below the scope filter, a predicate runs on rows outside the
+        // scope: one that can fail (a cast, a division) would tell of them
+        // in its error. Only a bare column compared with literals may go
+        // down (it narrows the inner table's work and cannot fail), and
+        // DataFusion applies it again above.
+        let answers = self.inner.supports_filters_pushdown(filters)?;
+        Ok(filters
+            .iter()
+            .zip(answers)
+            .map(|(f, inner)| {
+                if cannot_fail(f) && inner != TableProviderFilterPushDown::Unsupported {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
     }
 
     async fn scan(
@@ -187,7 +206,11 @@ impl TableProvider for ScopedTable {
                 read.push(c);
             }
         }
-        let scan = self.inner.scan(state, Some(&read), filters, None).await?;
+        let narrowing: Vec<Expr> = filters.iter().filter(|f| cannot_fail(f)).cloned().collect();
+        let scan = self
+            .inner
+            .scan(state, Some(&read), &narrowing, None)
+            .await?;
         let schema = scan.schema();
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
         let visible = Expr::ScalarFunction(ScalarFunction::new_udf(
@@ -201,7 +224,7 @@ impl TableProvider for ScopedTable {
         let predicate = state.create_physical_expr(visible, &df_schema)?;
         let filter = FilterExec::try_new(predicate, scan)?;
         if read.len() == wanted.len() {
-            return Ok(Arc::new(filter));
+            return Ok(Arc::new(ScopeBarrier::new(Arc::new(filter))));
         }
         // Drop the columns added for the filter.
         let keep = (0..wanted.len())
@@ -216,7 +239,99 @@ impl TableProvider for ScopedTable {
                 )
             })
             .collect::<Vec<_>>();
-        Ok(Arc::new(ProjectionExec::try_new(keep, Arc::new(filter))?))
+        let projection = ProjectionExec::try_new(keep, Arc::new(filter))?;
+        Ok(Arc::new(ScopeBarrier::new(Arc::new(projection))))
+    }
+}
+
+/// A bare column compared with literals: it cannot fail on any row.
+fn cannot_fail(e: &Expr) -> bool {
+    use datafusion::logical_expr::Operator;
+    let column = |e: &Expr| matches!(e, Expr::Column(_));
+    let literal = |e: &Expr| matches!(e, Expr::Literal(..));
+    match e {
+        Expr::BinaryExpr(b)
+            if matches!(
+                b.op,
+                Operator::Eq
+                    | Operator::NotEq
+                    | Operator::Lt
+                    | Operator::LtEq
+                    | Operator::Gt
+                    | Operator::GtEq
+            ) =>
+        {
+            (column(&b.left) && literal(&b.right)) || (literal(&b.left) && column(&b.right))
+        }
+        Expr::InList(l) => column(&l.expr) && l.list.iter().all(literal),
+        _ => false,
+    }
+}
+
+/// Keeps every filter of the plan above where it is: the physical
+/// optimizer would otherwise push a query's predicate into the scope's
+/// filter, or below it, where it runs on rows outside the scope. The
+/// default filter-pushdown answers of an execution plan refuse both ways.
+#[derive(Debug)]
+struct ScopeBarrier {
+    input: Arc<dyn ExecutionPlan>,
+}
+
+impl ScopeBarrier {
+    fn new(input: Arc<dyn ExecutionPlan>) -> Self {
+        ScopeBarrier { input }
+    }
+}
+
+impl datafusion::physical_plan::DisplayAs for ScopeBarrier {
+    fn fmt_as(
+        &self,
+        _t: datafusion::physical_plan::DisplayFormatType,
+        f: &mut std::fmt::Formatter,
+    ) -> std::fmt::Result {
+        write!(f, "ScopeBarrier")
+    }
+}
+
+impl ExecutionPlan for ScopeBarrier {
+    fn name(&self) -> &str {
+        "ScopeBarrier"
+    }
+
+    fn properties(&self) -> &std::sync::Arc<datafusion::physical_plan::PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_plan::PhysicalExpr>,
+        ) -> Result<datafusion::common::tree_node::TreeNodeRecursion>,
+    ) -> Result<datafusion::common::tree_node::TreeNodeRecursion> {
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let input = children
+            .into_iter()
+            .next()
+            .ok_or_else(|| DataFusionError::Internal("ScopeBarrier has one child".to_string()))?;
+        Ok(Arc::new(ScopeBarrier::new(input)))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<datafusion::execution::TaskContext>,
+    ) -> Result<datafusion::execution::SendableRecordBatchStream> {
+        self.input.execute(partition, context)
     }
 }
 

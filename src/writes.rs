@@ -36,9 +36,9 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use futures::{Sink, SinkExt};
+use pgwire::api::ClientInfo;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::results::{CopyResponse, Response, Tag};
-use pgwire::api::{ClientInfo, METADATA_USER};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
@@ -174,7 +174,7 @@ impl Writer {
             open_transaction(client).push(valid, source);
             return Ok(rows);
         }
-        let user = user_of(client);
+        let user = access_of(client)?.user().to_string();
         let record = Self::submission_record(client, &user, source, [&valid]);
         self.commit(vec![(valid, Submission::now(user.as_str(), source))])
             .await?;
@@ -193,9 +193,14 @@ impl Writer {
         if batches.is_empty() {
             return Ok(());
         }
-        let user = user_of(client);
+        let user = access_of(client)?.user().to_string();
         let source = sources.join("+");
         let batches = ValidBatch::net_effect(batches);
+        // The role may have changed since the statements were checked: the
+        // block commits only what the session may submit now.
+        for batch in &batches {
+            self.check_units(client, batch, &source)?;
+        }
         let record = Self::submission_record(client, &user, &source, &batches);
         let submissions = batches
             .into_iter()
@@ -343,14 +348,6 @@ fn target_columns(columns: &[String]) -> PgWireResult<Vec<&'static str>> {
             })
         })
         .collect()
-}
-
-fn user_of(client: &(dyn ClientInfo + Send + Sync)) -> String {
-    client
-        .metadata()
-        .get(METADATA_USER)
-        .cloned()
-        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// Names the columns of `batch` after `targets`, as text and number.

@@ -301,8 +301,11 @@ impl StartupHandler for Login {
                     Method::Trust => {}
                     Method::Password => {
                         let password = message.into_password()?;
+                        // The check runs for unknown users too (against the
+                        // decoy), so its time does not tell who exists.
                         let (verifier, known) = self.verifier(&user)?;
-                        if known && verifier.matches(&password.password) {
+                        let matches = verifier.matches(&password.password);
+                        if known && matches {
                             self.admit(client, &user, "password").await?;
                         } else {
                             return Err(self.refuse(

@@ -508,22 +508,25 @@ pub struct SettingsGuard {
     pub statement_timeout_ms: u64,
 }
 
-/// A `statement_timeout` value in ms, as PostgreSQL reads it (a bare
-/// number is ms; 0 is none).
+/// The `statement_timeout` a SET leaves, read exactly as datafusion-postgres
+/// (which applies it) reads it: a number of ms, or with `ms`, `s` or `min`;
+/// `None` when it leaves none — 0, or anything it cannot read (`DEFAULT`,
+/// `'1 ms'`, `-1`), which it takes as no limit.
 fn timeout_ms(value: &str) -> Option<u64> {
-    let v = value.trim().trim_matches('\'').trim_matches('"').trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (number, unit) = v.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let factor = match unit.trim() {
-        "" | "ms" => 1,
-        "s" => 1000,
-        "min" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
+    let v = value.trim_matches('"').trim_matches('\'');
+    if v == "0" || v.is_empty() {
+        return None;
+    }
+    let ms = if let Some(n) = v.strip_suffix("ms") {
+        n.parse::<u64>()
+    } else if let Some(n) = v.strip_suffix('s') {
+        n.parse::<u64>().map(|s| s * 1000)
+    } else if let Some(n) = v.strip_suffix("min") {
+        n.parse::<u64>().map(|m| m * 60 * 1000)
+    } else {
+        v.parse::<u64>()
     };
-    Some(n.saturating_mul(factor))
+    ms.ok().filter(|ms| *ms > 0)
 }
 
 impl SettingsGuard {
@@ -550,12 +553,7 @@ impl SettingsGuard {
         }
         if name == "statement_timeout" && self.statement_timeout_ms > 0 {
             let value = values.first().map(|v| v.to_string()).unwrap_or_default();
-            let lifted = match timeout_ms(&value) {
-                Some(0) => true,
-                Some(ms) => ms > self.statement_timeout_ms,
-                // DEFAULT and the like: back to the server's.
-                None => false,
-            };
+            let lifted = timeout_ms(&value).is_none_or(|ms| ms > self.statement_timeout_ms);
             if lifted {
                 return Err(denied(format!(
                     "the server limits statements to {} ms; a session may shorten statement_timeout, not lift it",
@@ -659,11 +657,14 @@ mod tests {
     }
 
     #[test]
-    fn statement_timeouts_are_read_as_postgresql_reads_them() {
+    fn statement_timeouts_are_read_as_datafusion_postgres_applies_them() {
         assert_eq!(timeout_ms("5000"), Some(5000));
         assert_eq!(timeout_ms("'5s'"), Some(5000));
         assert_eq!(timeout_ms("'2min'"), Some(120_000));
-        assert_eq!(timeout_ms("0"), Some(0));
-        assert_eq!(timeout_ms("DEFAULT"), None);
+        assert_eq!(timeout_ms("'250ms'"), Some(250));
+        // What it cannot read, it takes as no limit.
+        for none in ["0", "DEFAULT", "'1 ms'", "-1", "'abc'", "''"] {
+            assert_eq!(timeout_ms(none), None, "{none}");
+        }
     }
 }

@@ -74,7 +74,14 @@ const PARAMETERS: &[(&str, &str, bool)] = &[
 
 /// Parameters datafusion-postgres acts on; it owns their SET and SHOW.
 fn owned_by_datafusion_postgres(name: &str) -> bool {
-    matches!(name, "statement_timeout" | "timezone" | "time zone")
+    name == "statement_timeout"
+}
+
+/// `SET timezone = 'X'`: for this session only. (datafusion-postgres
+/// would hand it to the engine's shared configuration, changing every
+/// session's time zone.)
+fn is_time_zone(name: &str) -> bool {
+    matches!(name, "timezone" | "time zone")
 }
 
 fn parameter(name: &str) -> Option<&'static (&'static str, &'static str, bool)> {
@@ -96,9 +103,25 @@ pub fn value(client: &(dyn ClientInfo + Send + Sync), name: &str) -> Option<Stri
     }
 }
 
+/// Connection facts and internal keys kept in the same metadata as the
+/// settings, which a session may not change: `user` and `database` are who
+/// it logged in as (its submissions are recorded under that name), and
+/// `statement_timeout_ms` is where `statement_timeout` is kept (set
+/// directly, it would escape the server's limit).
+fn reserved(key: &str) -> bool {
+    matches!(key, "user" | "database") || key == super::STATEMENT_TIMEOUT_MS
+}
+
+fn cannot_change(name: &str) -> PgWireError {
+    user_error("55P02", format!("parameter \"{name}\" cannot be changed"))
+}
+
 /// Sets `name` for the session, telling the client when PostgreSQL would.
 pub async fn set(client: &mut dyn HookClient, name: &str, value: &str) -> PgWireResult<()> {
     let key = name.to_lowercase();
+    if reserved(&key) {
+        return Err(cannot_change(name));
+    }
     client.metadata_mut().insert(key.clone(), value.to_string());
     if let Some((canonical, _, true)) = parameter(&key) {
         client
@@ -223,6 +246,27 @@ impl SettingsHook {
                 if owned_by_datafusion_postgres(&name) {
                     return None;
                 }
+                if is_time_zone(&name) {
+                    let zone = set_value(values);
+                    let zone = if zone.eq_ignore_ascii_case("default")
+                        || zone.eq_ignore_ascii_case("local")
+                    {
+                        "UTC".to_string()
+                    } else {
+                        zone
+                    };
+                    // datafusion-postgres reads the session's zone from here.
+                    client
+                        .metadata_mut()
+                        .insert("timezone".to_string(), zone.clone());
+                    let status = client
+                        .send_message(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                            "TimeZone".to_string(),
+                            zone,
+                        )))
+                        .await;
+                    return Some(status.map(|()| set_tag()));
+                }
                 let text = set_value(values);
                 let text = if text.eq_ignore_ascii_case("default") {
                     parameter(&name)
@@ -265,6 +309,9 @@ impl SettingsHook {
                     Reset::ALL => PARAMETERS.iter().map(|p| p.0.to_lowercase()).collect(),
                     Reset::ConfigurationParameter(name) => vec![name.to_string().to_lowercase()],
                 };
+                if let Some(name) = names.iter().find(|n| reserved(n)) {
+                    return Some(Err(cannot_change(name)));
+                }
                 for name in names {
                     client.metadata_mut().remove(&name);
                 }

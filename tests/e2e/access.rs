@@ -269,6 +269,41 @@ async fn roles_see_their_units_across_the_reform_whatever_the_sql() {
         .get(0);
     assert!(own > 0);
     assert_eq!(other, 0);
+    // A predicate that fails on a row outside the scope never sees one:
+    // the scope filter runs first (else a division by zero, or a cast's
+    // error message, would tell of other units' rows).
+    for table in [
+        "reports",
+        "reports_history",
+        "reports_as_of(now())",
+        "rollup",
+        "rollup_current",
+        "report_status",
+        "completeness",
+    ] {
+        for outside in ["00097", "01", "001"] {
+            let sql = format!(
+                "SELECT count(*) FROM {table} WHERE 1 / (CASE WHEN unit_code = '{outside}' THEN 0 ELSE 1 END) = 1"
+            );
+            ward.query_one(&sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    let e = ward
+        .query_one(
+            "SELECT count(*) FROM reports_as_of(now()) \
+             WHERE CAST(concat(unit_code, '|', period, '|', indicator_code) AS INT) = 0",
+            &[],
+        )
+        .await
+        .expect_err("a failing cast");
+    let text = message(&e);
+    assert!(
+        text.contains("00004") || text.contains("00016") || !text.contains('|'),
+        "the error shows a row outside the scope: {text}"
+    );
+    assert!(!text.contains("00097"), "{text}");
     // The catalog is visible to everyone; it carries no report data.
     assert!(count(&badinh, "SELECT count(*) FROM information_schema.tables").await > 0);
     assert!(count(&badinh, "SELECT count(*) FROM pg_catalog.pg_class").await > 0);
@@ -399,6 +434,10 @@ async fn sql_is_no_way_into_the_server_for_non_admins() {
         "SET statement_timeout = '10min'",
         "CREATE ROLE mallory LOGIN PASSWORD 'x'",
         "GRANT admin TO analyst",
+        // Whatever datafusion-postgres cannot read, it takes as no limit.
+        "SET statement_timeout = DEFAULT",
+        "SET statement_timeout = '1 ms'",
+        "SET statement_timeout = -1",
     ];
     for sql in attempts {
         let e = analyst
@@ -409,6 +448,22 @@ async fn sql_is_no_way_into_the_server_for_non_admins() {
         // CREATE EXTERNAL TABLE does not even parse in PostgreSQL's dialect.
         let ok = code == "42501" || (sql.contains("EXTERNAL") && code == "42601");
         assert!(ok, "{sql}: {code} {}", message(&e));
+    }
+    // Where the session's identity and its limit are kept cannot be
+    // written, by anyone, however it is asked.
+    let admin = server.login("admin", "admin").await.expect("admin");
+    for session in [&analyst, &admin] {
+        for sql in [
+            "SET statement_timeout_ms = 0",
+            "RESET statement_timeout_ms",
+            "SELECT set_config('statement_timeout_ms', '0', false)",
+            "SET user = 'admin'",
+            "SELECT set_config('user', 'admin', false)",
+            "RESET user",
+        ] {
+            let e = session.simple_query(sql).await.expect_err(sql);
+            assert_eq!(sqlstate(&e), "55P02", "{sql}: {}", message(&e));
+        }
     }
     assert!(!std::path::Path::new("/tmp/baocao-access-test.csv").exists());
     // No route reads a server file.
@@ -427,12 +482,21 @@ async fn sql_is_no_way_into_the_server_for_non_admins() {
         .simple_query("SET statement_timeout = '5s'")
         .await
         .expect("shortening the timeout");
-    // An admin may change the engine's settings.
-    let admin = server.login("admin", "admin").await.expect("admin");
-    admin
-        .simple_query("SET datafusion.execution.batch_size = 8192")
+    // A session's time zone is its own: another session's casts do not
+    // move (the engine's configuration is shared by every session).
+    let cast =
+        "SELECT CAST(CAST(CAST('2025-01-01 00:00:00' AS TIMESTAMP) AS TIMESTAMPTZ) AS VARCHAR)";
+    let before: String = admin.query_one(cast, &[]).await.expect("cast").get(0);
+    analyst
+        .simple_query("SET timezone = 'Asia/Ho_Chi_Minh'")
         .await
-        .expect("admin sets an engine option");
+        .expect("a session's time zone");
+    analyst
+        .simple_query("SET TIME ZONE 'Asia/Ho_Chi_Minh'")
+        .await
+        .expect("a session's time zone");
+    let after: String = admin.query_one(cast, &[]).await.expect("cast").get(0);
+    assert_eq!(before, after);
 }
 
 #[tokio::test]

@@ -6,24 +6,31 @@
 //! step, where they prune partitions and files; a filter on another column
 //! (value, submitted_at) must be applied after it and is left to DataFusion.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use baocao_catalog::report::{
     INDICATOR_CODE, KEY, PERIOD, SUBMISSION_ID, SUBMITTED_AT, SUBMITTED_BY, UNIT_CODE, VALUE,
     WITHDRAWN,
 };
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::compute::kernels::cmp::eq;
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result};
-use datafusion::datasource::{TableProvider, TableType, provider_as_source};
+use datafusion::datasource::{MemTable, TableProvider, TableType, provider_as_source};
 use datafusion::functions_aggregate::expr_fn::last_value;
 use datafusion::logical_expr::{
     Expr, LogicalPlanBuilder, TableProviderFilterPushDown, col, lit, when,
 };
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+
+use crate::live::LiveDeltaTable;
+use crate::rollup::Wanted;
 
 /// Output columns, in order.
 const COLUMNS: [&str; 7] = [
@@ -41,9 +48,38 @@ const COLUMNS: [&str; 7] = [
 pub struct LatestReports {
     history: Arc<dyn TableProvider>,
     schema: SchemaRef,
+    /// Per period, the latest rows computed at a partition identity; only
+    /// for the live table (`reports_as_of` computes afresh).
+    cache: Option<PartitionCache>,
+}
+
+/// The latest rows of each period partition, kept while the partition's
+/// files are unchanged: a query computes only the partitions that changed
+/// since (a commit touches one or a few periods), and reads the others
+/// from memory. Exact by construction: a partition's rows are a function
+/// of its files (see `live::Partitions`).
+struct PartitionCache {
+    live: Arc<LiveDeltaTable>,
+    entries: Mutex<HashMap<String, (u64, RecordBatch)>>,
+}
+
+impl std::fmt::Debug for PartitionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionCache").finish()
+    }
 }
 
 impl LatestReports {
+    /// `reports` over the live table, with the partition cache.
+    pub fn live(history: Arc<LiveDeltaTable>) -> Result<Self> {
+        let mut latest = Self::new(history.clone())?;
+        latest.cache = Some(PartitionCache {
+            live: history,
+            entries: Mutex::new(HashMap::new()),
+        });
+        Ok(latest)
+    }
+
     pub fn new(history: Arc<dyn TableProvider>) -> Result<Self> {
         let h = history.schema();
         // The key columns keep their nullability; the others come out of an
@@ -58,8 +94,110 @@ impl LatestReports {
         Ok(LatestReports {
             history,
             schema: Arc::new(Schema::new(fields)),
+            cache: None,
         })
     }
+
+    /// The latest rows of `periods`, each from memory when its partition
+    /// is unchanged, computed otherwise; in the order of `periods`.
+    async fn cached_batches(
+        &self,
+        cache: &PartitionCache,
+        state: &dyn Session,
+        filters: &[Expr],
+    ) -> Result<Vec<RecordBatch>> {
+        let parts = cache.live.partitions(state).await?;
+        let wanted: Vec<String> = match Wanted::from_filters_on(filters, &[PERIOD]).get(PERIOD) {
+            Some(set) => set
+                .iter()
+                .filter(|p| parts.identities.contains_key(*p))
+                .cloned()
+                .collect(),
+            None => parts.identities.keys().cloned().collect(),
+        };
+        let mut found: HashMap<String, RecordBatch> = HashMap::new();
+        let mut missing = Vec::new();
+        if let Ok(entries) = cache.entries.lock() {
+            for p in &wanted {
+                match entries.get(p) {
+                    Some((id, batch)) if Some(id) == parts.identities.get(p) => {
+                        found.insert(p.clone(), batch.clone());
+                    }
+                    _ => missing.push(p.clone()),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let filter =
+                col(PERIOD).in_list(missing.iter().map(|p| lit(p.as_str())).collect(), false);
+            let plan = latest_plan(parts.provider.clone(), &[filter], &COLUMNS)?;
+            let physical = state.create_physical_plan(&plan).await?;
+            let batches = collect(physical, state.task_ctx()).await?;
+            let all = concat_batches(&self.schema, &batches)?;
+            let periods = cast(all.column(1), &DataType::Utf8)?;
+            let mut computed = Vec::new();
+            for p in &missing {
+                let mask = eq(&periods, &StringArray::new_scalar(p.as_str()))?;
+                let batch = filter_record_batch(&all, &mask)?;
+                computed.push((p.clone(), batch));
+            }
+            if let Ok(mut entries) = cache.entries.lock() {
+                for (p, batch) in &computed {
+                    if let Some(id) = parts.identities.get(p) {
+                        entries.insert(p.clone(), (*id, batch.clone()));
+                    }
+                }
+            }
+            found.extend(computed);
+        }
+        Ok(wanted.iter().filter_map(|p| found.remove(p)).collect())
+    }
+}
+
+/// "Latest per key" over `history`, with `filters` (key-only) below it and
+/// the `columns` of `COLUMNS` out.
+fn latest_plan(
+    history: Arc<dyn TableProvider>,
+    filters: &[Expr],
+    columns: &[&str],
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    let has_withdrawn = history.schema().column_with_name(WITHDRAWN).is_some();
+    let mut plan = LogicalPlanBuilder::scan("reports_history", provider_as_source(history), None)?;
+    for f in filters {
+        // DataFusion only hands us the filters we declared exact: key-only ones.
+        plan = plan.filter(unqualify(f.clone())?)?;
+    }
+    // Latest per key as a hash aggregation (last value in submission
+    // order) rather than a sort-based window: the same rows, measured
+    // 1.5 to 3 times faster on the demo data. The order (time, then id)
+    // is total per key, so every column comes from the same submission.
+    let order = || {
+        vec![
+            col(SUBMITTED_AT).sort(true, false),
+            col(SUBMISSION_ID).sort(true, false),
+        ]
+    };
+    // A withdrawal reads as a NULL value, so that one aggregate carries
+    // both (a boolean last_value measured three times slower than the
+    // float one); a key whose latest submission withdrew it then has no
+    // current value and is left out. A table from before withdrawals has
+    // no `withdrawn` column.
+    let value = if has_withdrawn {
+        when(col(WITHDRAWN).is_true(), lit(ScalarValue::Float64(None))).otherwise(col(VALUE))?
+    } else {
+        col(VALUE)
+    };
+    let mut latest = vec![last_value(value, order()).alias(VALUE)];
+    latest.extend(
+        [SUBMITTED_AT, SUBMITTED_BY, SUBMISSION_ID]
+            .into_iter()
+            .map(|c| last_value(col(c), order()).alias(c)),
+    );
+    let mut plan = plan.aggregate(KEY.iter().map(|k| col(*k)).collect::<Vec<_>>(), latest)?;
+    if has_withdrawn {
+        plan = plan.filter(col(VALUE).is_not_null())?;
+    }
+    plan.project(columns.iter().map(|c| col(*c)))?.build()
 }
 
 /// Whether `e` only reads key columns, so that it selects whole keys and
@@ -112,51 +250,24 @@ impl TableProvider for LatestReports {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut plan = LogicalPlanBuilder::scan(
-            "reports_history",
-            provider_as_source(self.history.clone()),
-            None,
-        )?;
-        for f in filters {
-            // DataFusion only hands us the filters we declared exact: key-only ones.
-            plan = plan.filter(unqualify(f.clone())?)?;
-        }
-        // Latest per key as a hash aggregation (last value in submission
-        // order) rather than a sort-based window: the same rows, measured
-        // 1.5 to 3 times faster on the demo data. The order (time, then id)
-        // is total per key, so every column comes from the same submission.
-        let order = || {
-            vec![
-                col(SUBMITTED_AT).sort(true, false),
-                col(SUBMISSION_ID).sort(true, false),
-            ]
-        };
         let wanted: Vec<&str> = match projection {
             Some(p) => p.iter().filter_map(|i| COLUMNS.get(*i).copied()).collect(),
             None => COLUMNS.to_vec(),
         };
-        // A table from before withdrawals has no `withdrawn` column.
-        let has_withdrawn = self.history.schema().column_with_name(WITHDRAWN).is_some();
-        // A withdrawal reads as a NULL value, so that one aggregate carries
-        // both (a boolean last_value measured three times slower than the
-        // float one); a key whose latest submission withdrew it then has no
-        // current value and is left out.
-        let value = if has_withdrawn {
-            when(col(WITHDRAWN).is_true(), lit(ScalarValue::Float64(None))).otherwise(col(VALUE))?
-        } else {
-            col(VALUE)
+        let mut plan = match &self.cache {
+            Some(cache) => {
+                // The partitions' latest rows, then the filters on them.
+                let batches = self.cached_batches(cache, state, filters).await?;
+                let rows = MemTable::try_new(self.schema.clone(), vec![batches])?;
+                let mut plan =
+                    LogicalPlanBuilder::scan("reports", provider_as_source(Arc::new(rows)), None)?;
+                for f in filters {
+                    plan = plan.filter(unqualify(f.clone())?)?;
+                }
+                plan.project(wanted.iter().map(|c| col(*c)))?
+            }
+            None => LogicalPlanBuilder::from(latest_plan(self.history.clone(), filters, &wanted)?),
         };
-        let mut latest = vec![last_value(value, order()).alias(VALUE)];
-        latest.extend(
-            [SUBMITTED_AT, SUBMITTED_BY, SUBMISSION_ID]
-                .into_iter()
-                .map(|c| last_value(col(c), order()).alias(c)),
-        );
-        let mut plan = plan.aggregate(KEY.iter().map(|k| col(*k)).collect::<Vec<_>>(), latest)?;
-        if has_withdrawn {
-            plan = plan.filter(col(VALUE).is_not_null())?;
-        }
-        let mut plan = plan.project(wanted.iter().map(|c| col(*c)))?;
         if let Some(n) = limit {
             plan = plan.limit(0, Some(n))?;
         }

@@ -75,7 +75,7 @@ pub async fn register(ctx: &SessionContext, catalog: &Catalog, reports: DeltaTab
         mem(tables::periods(PERIOD_YEARS).map_err(catalog_err)?)?,
     )?;
     let history = Arc::new(LiveDeltaTable::open(reports).await?);
-    let latest = Arc::new(LatestReports::new(history.clone())?);
+    let latest = Arc::new(LatestReports::live(history.clone())?);
     let shared = Arc::new(catalog.clone());
     ctx.register_table(
         "rollup",

@@ -6,6 +6,7 @@
 //! commits at the start of each scan (one metadata read when there are none,
 //! see `baocao_table`) and plans the scan on that fresh snapshot.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -24,7 +25,64 @@ pub struct LiveDeltaTable {
     /// The provider of the last refresh, for schema and pushdown answers,
     /// which DataFusion asks synchronously.
     current: RwLock<Arc<dyn TableProvider>>,
+    /// What identifies each period partition's content at the provider's
+    /// version (see [`Partitions`]); built when the version changes.
+    partitions: RwLock<Option<Arc<HashMap<String, u64>>>>,
     schema: SchemaRef,
+}
+
+/// One version of the table, with an identity of each period partition's
+/// content: a hash of the set of its data files. Data files are never
+/// changed, and rows are only ever added (a compaction rewrites the same
+/// rows into new files), so a partition whose identity is unchanged holds
+/// exactly the rows it held, and whatever was computed from them holds.
+pub struct Partitions {
+    /// The table at that version.
+    pub provider: Arc<dyn TableProvider>,
+    /// Period -> identity of its files.
+    pub identities: Arc<HashMap<String, u64>>,
+}
+
+/// The partition identities of a table's files (`.../period=2024-07/...`).
+fn identities(table: &DeltaTable) -> Result<HashMap<String, u64>> {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hasher = BuildHasherDefault::<DefaultHasher>::default();
+    let mut out: HashMap<String, u64> = HashMap::new();
+    for uri in table.get_file_uris().map_err(delta_err)? {
+        let Some(period) = uri
+            .split('/')
+            .find_map(|segment| segment.strip_prefix("period="))
+        else {
+            continue;
+        };
+        let period = percent_decode(period);
+        // Order-independent: the sum of the files' hashes.
+        let h = hasher.hash_one(&uri);
+        let entry = out.entry(period).or_default();
+        *entry = entry.wrapping_add(h);
+    }
+    Ok(out)
+}
+
+/// `%2D` and the like back to their characters (Delta writes partition
+/// values URL-encoded in paths).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl std::fmt::Debug for LiveDeltaTable {
@@ -46,7 +104,36 @@ impl LiveDeltaTable {
         Ok(LiveDeltaTable {
             table: Mutex::new(baocao_table::CurrentTable::new(table).await),
             current: RwLock::new(provider),
+            partitions: RwLock::new(None),
             schema,
+        })
+    }
+
+    /// The newest version of the table with its partitions' identities.
+    pub async fn partitions(&self, state: &dyn Session) -> Result<Partitions> {
+        let mut table = self.table.lock().await;
+        let changed = table.refresh().await.map_err(delta_err)?;
+        let table = table.table();
+        table.update_datafusion_session(state).map_err(delta_err)?;
+        let known = self.partitions.read().ok().and_then(|p| p.clone());
+        let current = self.current.read().ok().map(|c| c.clone());
+        if !changed && let (Some(identities), Some(provider)) = (known, current) {
+            return Ok(Partitions {
+                provider,
+                identities,
+            });
+        }
+        let provider = table.table_provider().await?;
+        let identities = Arc::new(identities(table)?);
+        if let Ok(mut current) = self.current.write() {
+            *current = provider.clone();
+        }
+        if let Ok(mut partitions) = self.partitions.write() {
+            *partitions = Some(identities.clone());
+        }
+        Ok(Partitions {
+            provider,
+            identities,
         })
     }
 
@@ -62,6 +149,10 @@ impl LiveDeltaTable {
         let provider = table.table_provider().await?;
         if let Ok(mut current) = self.current.write() {
             *current = provider.clone();
+        }
+        // The identities are of the previous version: forget them.
+        if let Ok(mut partitions) = self.partitions.write() {
+            *partitions = None;
         }
         Ok(provider)
     }

@@ -87,11 +87,12 @@ pub async fn register(ctx: &SessionContext, catalog: &Catalog, reports: DeltaTab
         Arc::new(Rollup::new(shared, latest.clone(), Frame::Current)),
     )?;
     ctx.register_table("reports", latest)?;
+    let arrivals = Arc::new(status::ArrivalsCache::new(history.clone()));
     ctx.register_table(
         "report_status",
         Arc::new(Status::new(
             shared_for_functions.clone(),
-            history.clone(),
+            arrivals.clone(),
             StatusView::ReportStatus,
         )),
     )?;
@@ -99,7 +100,7 @@ pub async fn register(ctx: &SessionContext, catalog: &Catalog, reports: DeltaTab
         "completeness",
         Arc::new(Status::new(
             shared_for_functions.clone(),
-            history.clone(),
+            arrivals,
             StatusView::Completeness,
         )),
     )?;

@@ -10,8 +10,8 @@
 //! ancestor unit. Both read `reports_history` at each query, so a
 //! submission changes them at once.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use baocao_catalog::report::{INDICATOR_CODE, PERIOD, SUBMITTED_AT, UNIT_CODE, WITHDRAWN};
@@ -31,6 +31,7 @@ use datafusion::functions_aggregate::expr_fn::{max, min};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown, col, lit};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
+use crate::live::LiveDeltaTable;
 use crate::rollup::{Wanted, narrowing};
 
 /// Which of the two tables.
@@ -94,28 +95,167 @@ type CompletenessRow = (String, String, &'static str, String, String, [i64; 6]);
 #[derive(Debug)]
 pub struct Status {
     catalog: Arc<Catalog>,
-    history: Arc<dyn TableProvider>,
+    arrivals: Arc<ArrivalsCache>,
     view: StatusView,
     schema: SchemaRef,
 }
 
 impl Status {
-    pub fn new(catalog: Arc<Catalog>, history: Arc<dyn TableProvider>, view: StatusView) -> Self {
+    /// One of the two views; both may share `arrivals`.
+    pub fn new(catalog: Arc<Catalog>, arrivals: Arc<ArrivalsCache>, view: StatusView) -> Self {
         let schema = match view {
             StatusView::ReportStatus => report_status_schema(),
             StatusView::Completeness => completeness_schema(),
         };
         Status {
             catalog,
-            history,
+            arrivals,
             view,
             schema,
         }
     }
 }
 
-/// Per (unit, period, indicator): first and last submission time (µs).
-type Arrivals = HashMap<(String, String), BTreeMap<String, (i64, i64)>>;
+/// One period's arrivals: unit -> indicator -> first and last submission
+/// time (µs), withdrawals left out.
+type PeriodArrivals = HashMap<String, BTreeMap<String, (i64, i64)>>;
+
+/// Period -> its arrivals.
+type Arrivals = HashMap<String, Arc<PeriodArrivals>>;
+
+/// Each period's arrivals, kept while the period's files are unchanged
+/// (see `live::Partitions`): a query computes only the periods a commit
+/// touched since the last one.
+pub struct ArrivalsCache {
+    live: Arc<LiveDeltaTable>,
+    entries: Mutex<HashMap<String, (u64, Arc<PeriodArrivals>)>>,
+}
+
+impl std::fmt::Debug for ArrivalsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArrivalsCache").finish()
+    }
+}
+
+impl ArrivalsCache {
+    pub fn new(live: Arc<LiveDeltaTable>) -> Self {
+        ArrivalsCache {
+            live,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The arrivals of the wanted periods (every period when none is
+    /// named), at the table's newest version.
+    async fn get(&self, state: &dyn Session, wanted: &Wanted) -> Result<Arrivals> {
+        let parts = self.live.partitions(state).await?;
+        let periods: Vec<String> = match wanted.get("period") {
+            Some(set) => set
+                .iter()
+                .filter(|p| parts.identities.contains_key(*p))
+                .cloned()
+                .collect(),
+            None => parts.identities.keys().cloned().collect(),
+        };
+        let mut found = Arrivals::new();
+        let mut missing = Vec::new();
+        if let Ok(entries) = self.entries.lock() {
+            for p in periods {
+                match entries.get(&p) {
+                    Some((id, a)) if Some(id) == parts.identities.get(&p) => {
+                        found.insert(p, a.clone());
+                    }
+                    _ => missing.push(p),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let computed = compute_arrivals(state, parts.provider.clone(), &missing).await?;
+        if let Ok(mut entries) = self.entries.lock() {
+            for (p, a) in &computed {
+                if let Some(id) = parts.identities.get(p) {
+                    entries.insert(p.clone(), (*id, a.clone()));
+                }
+            }
+        }
+        found.extend(computed);
+        Ok(found)
+    }
+}
+
+/// The arrivals of `periods`, from the history.
+async fn compute_arrivals(
+    state: &dyn Session,
+    history: Arc<dyn TableProvider>,
+    periods: &[String],
+) -> Result<Arrivals> {
+    let mut builder =
+        LogicalPlanBuilder::scan("reports_history", provider_as_source(history.clone()), None)?
+            .filter(
+                col(PERIOD).in_list(periods.iter().map(|p| lit(p.as_str())).collect(), false),
+            )?;
+    // A withdrawal is not a report.
+    if history.schema().column_with_name(WITHDRAWN).is_some() {
+        builder = builder.filter(col(WITHDRAWN).is_not_true())?;
+    }
+    let plan = builder
+        .aggregate(
+            vec![col(UNIT_CODE), col(PERIOD), col(INDICATOR_CODE)],
+            vec![
+                min(col(SUBMITTED_AT)).alias("first"),
+                max(col(SUBMITTED_AT)).alias("last"),
+            ],
+        )?
+        .build()?;
+    let physical = state.create_physical_plan(&plan).await?;
+    let mut by_period: HashMap<String, PeriodArrivals> = periods
+        .iter()
+        .map(|p| (p.clone(), PeriodArrivals::new()))
+        .collect();
+    for b in collect(physical, state.task_ctx()).await? {
+        let text = |i: usize| -> Result<StringArray> {
+            let a = cast(b.column(i), &DataType::Utf8)?;
+            Ok(a.as_any()
+                .downcast_ref::<StringArray>()
+                .cloned()
+                .unwrap_or_else(|| StringArray::new_null(0)))
+        };
+        let (units, periods, inds) = (text(0)?, text(1)?, text(2)?);
+        let micros = |i: usize| -> Result<TimestampMicrosecondArray> {
+            let a = cast(
+                b.column(i),
+                &DataType::Timestamp(TimeUnit::Microsecond, None),
+            )?;
+            Ok(a.as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .cloned()
+                .unwrap_or_else(|| TimestampMicrosecondArray::new_null(0)))
+        };
+        let (first, last) = (micros(3)?, micros(4)?);
+        for r in 0..b.num_rows().min(units.len()).min(first.len()) {
+            if units.is_null(r)
+                || periods.is_null(r)
+                || inds.is_null(r)
+                || first.is_null(r)
+                || last.is_null(r)
+            {
+                continue;
+            }
+            by_period
+                .entry(periods.value(r).to_string())
+                .or_default()
+                .entry(units.value(r).to_string())
+                .or_default()
+                .insert(inds.value(r).to_string(), (first.value(r), last.value(r)));
+        }
+    }
+    Ok(by_period
+        .into_iter()
+        .map(|(p, a)| (p, Arc::new(a)))
+        .collect())
+}
 
 /// Days since 1970-01-01, the Arrow Date32 encoding.
 fn days(d: chrono::NaiveDate) -> i32 {
@@ -159,7 +299,7 @@ impl TableProvider for Status {
             .filter(|f| wanted.allows("form", &f.code))
             .collect();
         let today = Utc::now().with_timezone(&hanoi()).date_naive();
-        let arrivals = self.fetch(state, &forms, &wanted).await?;
+        let arrivals = self.arrivals.get(state, &wanted).await?;
         let rows = self.statuses(&forms, &wanted, &arrivals, today);
         let batch = match self.view {
             StatusView::ReportStatus => status_batch(&rows)?,
@@ -190,83 +330,6 @@ struct StatusRow<'a> {
 }
 
 impl Status {
-    async fn fetch(
-        &self,
-        state: &dyn Session,
-        forms: &[&Form],
-        wanted: &Wanted,
-    ) -> Result<Arrivals> {
-        let indicators: BTreeSet<&str> = forms
-            .iter()
-            .flat_map(|f| f.indicators.iter().map(String::as_str))
-            .collect();
-        let mut arrivals = Arrivals::new();
-        if indicators.is_empty() {
-            return Ok(arrivals);
-        }
-        let mut builder = LogicalPlanBuilder::scan(
-            "reports_history",
-            provider_as_source(self.history.clone()),
-            None,
-        )?
-        .filter(col(INDICATOR_CODE).in_list(indicators.iter().map(|i| lit(*i)).collect(), false))?;
-        if let Some(periods) = wanted.get("period") {
-            builder = builder.filter(
-                col(PERIOD).in_list(periods.iter().map(|p| lit(p.as_str())).collect(), false),
-            )?;
-        }
-        // A withdrawal is not a report.
-        if self.history.schema().column_with_name(WITHDRAWN).is_some() {
-            builder = builder.filter(col(WITHDRAWN).is_not_true())?;
-        }
-        let plan = builder
-            .aggregate(
-                vec![col(UNIT_CODE), col(PERIOD), col(INDICATOR_CODE)],
-                vec![
-                    min(col(SUBMITTED_AT)).alias("first"),
-                    max(col(SUBMITTED_AT)).alias("last"),
-                ],
-            )?
-            .build()?;
-        let physical = state.create_physical_plan(&plan).await?;
-        for b in collect(physical, state.task_ctx()).await? {
-            let text = |i: usize| -> Result<StringArray> {
-                let a = cast(b.column(i), &DataType::Utf8)?;
-                Ok(a.as_any()
-                    .downcast_ref::<StringArray>()
-                    .cloned()
-                    .unwrap_or_else(|| StringArray::new_null(0)))
-            };
-            let (units, periods, inds) = (text(0)?, text(1)?, text(2)?);
-            let micros = |i: usize| -> Result<TimestampMicrosecondArray> {
-                let a = cast(
-                    b.column(i),
-                    &DataType::Timestamp(TimeUnit::Microsecond, None),
-                )?;
-                Ok(a.as_any()
-                    .downcast_ref::<TimestampMicrosecondArray>()
-                    .cloned()
-                    .unwrap_or_else(|| TimestampMicrosecondArray::new_null(0)))
-            };
-            let (first, last) = (micros(3)?, micros(4)?);
-            for r in 0..b.num_rows().min(units.len()).min(first.len()) {
-                if units.is_null(r)
-                    || periods.is_null(r)
-                    || inds.is_null(r)
-                    || first.is_null(r)
-                    || last.is_null(r)
-                {
-                    continue;
-                }
-                arrivals
-                    .entry((units.value(r).to_string(), periods.value(r).to_string()))
-                    .or_default()
-                    .insert(inds.value(r).to_string(), (first.value(r), last.value(r)));
-            }
-        }
-        Ok(arrivals)
-    }
-
     /// The periods a form is expected for: the wanted ones, or every one
     /// from the first with data to the one containing today.
     fn periods(
@@ -285,8 +348,12 @@ impl Status {
         }
         let first = arrivals
             .iter()
-            .filter(|(_, inds)| inds.keys().any(|i| form.indicators.contains(i)))
-            .filter_map(|((_, p), _)| p.parse::<Period>().ok())
+            .filter(|(_, units)| {
+                units
+                    .values()
+                    .any(|inds| inds.keys().any(|i| form.indicators.contains(i)))
+            })
+            .filter_map(|(p, _)| p.parse::<Period>().ok())
             .filter(|p| p.period_type() == form.period_type)
             .min();
         let Some(first) = first else {
@@ -327,7 +394,7 @@ impl Status {
                     {
                         continue;
                     }
-                    let got = arrivals.get(&(code.clone(), period_text.clone()));
+                    let got = arrivals.get(&period_text).and_then(|a| a.get(&code));
                     let mine: Vec<(i64, i64)> = got
                         .map(|m| {
                             form.indicators

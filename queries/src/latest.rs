@@ -16,7 +16,9 @@ use baocao_catalog::report::{
 };
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::compute::kernels::cmp::eq;
-use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
+use datafusion::arrow::compute::{
+    cast, concat_batches, filter_record_batch, sort_to_indices, take_record_batch,
+};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::ScalarValue;
@@ -30,7 +32,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use crate::live::LiveDeltaTable;
-use crate::rollup::Wanted;
+use crate::rollup::{Wanted, column_values_for};
 
 /// Output columns, in order.
 const COLUMNS: [&str; 7] = [
@@ -60,7 +62,54 @@ pub struct LatestReports {
 /// of its files (see `live::Partitions`).
 struct PartitionCache {
     live: Arc<LiveDeltaTable>,
-    entries: Mutex<HashMap<String, (u64, RecordBatch)>>,
+    entries: Mutex<HashMap<String, (u64, Arc<Partition>)>>,
+}
+
+/// One period's latest rows, ordered by indicator, with where each
+/// indicator's rows are: a query naming indicators takes slices.
+struct Partition {
+    rows: RecordBatch,
+    by_indicator: HashMap<String, (usize, usize)>,
+}
+
+impl Partition {
+    fn new(rows: RecordBatch) -> Result<Partition> {
+        let indicators = cast(rows.column(2), &DataType::Utf8)?;
+        let order = sort_to_indices(&indicators, None, None)?;
+        let rows = take_record_batch(&rows, &order)?;
+        let indicators = cast(rows.column(2), &DataType::Utf8)?;
+        let mut by_indicator: HashMap<String, (usize, usize)> = HashMap::new();
+        if let Some(codes) = indicators.as_any().downcast_ref::<StringArray>() {
+            for (i, code) in codes.iter().enumerate() {
+                let Some(code) = code else { continue };
+                by_indicator
+                    .entry(code.to_string())
+                    .and_modify(|(_, len)| *len += 1)
+                    .or_insert((i, 1));
+            }
+        }
+        Ok(Partition { rows, by_indicator })
+    }
+
+    /// The rows of `indicators` (all rows when `None`), as one batch: many
+    /// small batches would cost more downstream than one copy.
+    fn rows(&self, indicators: Option<&std::collections::BTreeSet<String>>) -> Result<RecordBatch> {
+        let Some(codes) = indicators else {
+            return Ok(self.rows.clone());
+        };
+        if self.by_indicator.keys().all(|c| codes.contains(c)) {
+            return Ok(self.rows.clone());
+        }
+        let slices: Vec<RecordBatch> = codes
+            .iter()
+            .filter_map(|c| self.by_indicator.get(c))
+            .map(|(offset, len)| self.rows.slice(*offset, *len))
+            .collect();
+        match slices.as_slice() {
+            [one] => Ok(one.clone()),
+            _ => Ok(concat_batches(&self.rows.schema(), &slices)?),
+        }
+    }
 }
 
 impl std::fmt::Debug for PartitionCache {
@@ -115,13 +164,13 @@ impl LatestReports {
                 .collect(),
             None => parts.identities.keys().cloned().collect(),
         };
-        let mut found: HashMap<String, RecordBatch> = HashMap::new();
+        let mut found: HashMap<String, Arc<Partition>> = HashMap::new();
         let mut missing = Vec::new();
         if let Ok(entries) = cache.entries.lock() {
             for p in &wanted {
                 match entries.get(p) {
-                    Some((id, batch)) if Some(id) == parts.identities.get(p) => {
-                        found.insert(p.clone(), batch.clone());
+                    Some((id, partition)) if Some(id) == parts.identities.get(p) => {
+                        found.insert(p.clone(), partition.clone());
                     }
                     _ => missing.push(p.clone()),
                 }
@@ -139,18 +188,25 @@ impl LatestReports {
             for p in &missing {
                 let mask = eq(&periods, &StringArray::new_scalar(p.as_str()))?;
                 let batch = filter_record_batch(&all, &mask)?;
-                computed.push((p.clone(), batch));
+                computed.push((p.clone(), Arc::new(Partition::new(batch)?)));
             }
             if let Ok(mut entries) = cache.entries.lock() {
-                for (p, batch) in &computed {
+                for (p, partition) in &computed {
                     if let Some(id) = parts.identities.get(p) {
-                        entries.insert(p.clone(), (*id, batch.clone()));
+                        entries.insert(p.clone(), (*id, partition.clone()));
                     }
                 }
             }
             found.extend(computed);
         }
-        Ok(wanted.iter().filter_map(|p| found.remove(p)).collect())
+        let indicators = Wanted::from_filters_on(filters, &[INDICATOR_CODE]);
+        let indicators = indicators.get(INDICATOR_CODE);
+        wanted
+            .iter()
+            .filter_map(|p| found.remove(p))
+            .map(|partition| partition.rows(indicators))
+            .filter(|rows| !rows.as_ref().is_ok_and(|r| r.num_rows() == 0))
+            .collect()
     }
 }
 
@@ -261,8 +317,12 @@ impl TableProvider for LatestReports {
                 let rows = MemTable::try_new(self.schema.clone(), vec![batches])?;
                 let mut plan =
                     LogicalPlanBuilder::scan("reports", provider_as_source(Arc::new(rows)), None)?;
+                // Period and indicator lists chose the partitions and the
+                // slices: only the other filters remain.
                 for f in filters {
-                    plan = plan.filter(unqualify(f.clone())?)?;
+                    if column_values_for(f, &[PERIOD, INDICATOR_CODE]).is_none() {
+                        plan = plan.filter(unqualify(f.clone())?)?;
+                    }
                 }
                 plan.project(wanted.iter().map(|c| col(*c)))?
             }

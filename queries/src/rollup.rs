@@ -286,18 +286,30 @@ impl Rollup {
             let Some(values) = values.as_any().downcast_ref::<Float64Array>() else {
                 continue;
             };
+            // A batch holds few periods and indicators: each is parsed and
+            // looked up once per run of rows.
+            let mut parsed: HashMap<&str, Option<Period>> = HashMap::new();
             for r in 0..b.num_rows() {
                 if values.is_null(r) || units.is_null(r) || periods.is_null(r) || inds.is_null(r) {
                     continue;
                 }
-                let Ok(p) = periods.value(r).parse::<Period>() else {
+                let text = periods.value(r);
+                let Some(p) = *parsed
+                    .entry(text)
+                    .or_insert_with(|| text.parse::<Period>().ok())
+                else {
                     continue;
                 };
-                data.entry(inds.value(r).to_string())
-                    .or_default()
-                    .entry(p)
-                    .or_default()
-                    .push((units.value(r).to_string(), values.value(r)));
+                let ind = inds.value(r);
+                if !data.contains_key(ind) {
+                    data.insert(ind.to_string(), BTreeMap::new());
+                }
+                if let Some(by_period) = data.get_mut(ind) {
+                    by_period
+                        .entry(p)
+                        .or_default()
+                        .push((units.value(r).to_string(), values.value(r)));
+                }
             }
         }
         Ok(data)
@@ -447,31 +459,36 @@ impl<'a> Engine<'a> {
             ind.across_units,
             AcrossUnits::Sum | AcrossUnits::Count | AcrossUnits::Ratio { .. }
         );
-        // (frame unit, source period) -> mapped parts
-        let mut parts: BTreeMap<(String, Period), Vec<f64>> = BTreeMap::new();
-        let sub_periods = source_periods(ind.period_type, p);
-        let values = sub_periods
-            .iter()
-            .filter_map(|sp| rows.get(sp).map(|r| (sp, r)))
-            .flat_map(|(sp, r)| r.iter().map(move |(unit, v)| (unit, sp, v)));
-        for (unit, sp, v) in values {
+        // Frame unit -> (source period, value). A source period's values
+        // are all of the frame's version or all of an older one.
+        let mut series: HashMap<String, Vec<(Period, f64)>> = HashMap::new();
+        // (frame unit, source period) -> parts mapped from older units.
+        let mut parts: HashMap<(String, Period), Vec<f64>> = HashMap::new();
+        for sp in source_periods(ind.period_type, p) {
+            let Some(rows) = rows.get(&sp) else {
+                continue;
+            };
             let Some(s) = self.hierarchies().index_for(sp.last_day()) else {
                 continue;
             };
             if s == t {
-                parts.entry((unit.clone(), *sp)).or_default().push(*v);
+                // One current value per unit and period.
+                for (unit, v) in rows {
+                    series.entry(unit.clone()).or_default().push((sp, *v));
+                }
                 continue;
             }
             if ind.across_units == AcrossUnits::None {
                 continue;
             }
-            for (target, share) in maps.map(self.hierarchies(), s, t, unit) {
-                let mapped = if additive { v * share } else { *v };
-                parts.entry((target, *sp)).or_default().push(mapped);
+            for (unit, v) in rows {
+                for (target, share) in maps.map(self.hierarchies(), s, t, unit) {
+                    let mapped = if additive { v * share } else { *v };
+                    parts.entry((target, sp)).or_default().push(mapped);
+                }
             }
         }
-        // Combine the parts of one unit and sub-period.
-        let mut series: BTreeMap<String, Vec<(Period, f64)>> = BTreeMap::new();
+        // Combine the parts mapped into one unit and sub-period.
         for ((unit, sp), vs) in parts {
             let v = if additive {
                 vs.iter().sum()

@@ -55,6 +55,9 @@ pub struct LatestReports {
     cache: Option<PartitionCache>,
 }
 
+/// How many missing partitions one aggregation computes.
+const PERIODS_PER_PASS: usize = 6;
+
 /// The latest rows of each period partition, kept while the partition's
 /// files are unchanged: a query computes only the partitions that changed
 /// since (a commit touches one or a few periods), and reads the others
@@ -176,7 +179,10 @@ impl LatestReports {
                 }
             }
         }
-        if !missing.is_empty() {
+        // A few periods at a time: the first query after a start computes
+        // every partition, and one aggregation over all of them would hold
+        // the whole table's hash tables at once.
+        for missing in missing.chunks(PERIODS_PER_PASS) {
             let filter =
                 col(PERIOD).in_list(missing.iter().map(|p| lit(p.as_str())).collect(), false);
             let plan = latest_plan(parts.provider.clone(), &[filter], &COLUMNS)?;
@@ -185,7 +191,7 @@ impl LatestReports {
             let all = concat_batches(&self.schema, &batches)?;
             let periods = cast(all.column(1), &DataType::Utf8)?;
             let mut computed = Vec::new();
-            for p in &missing {
+            for p in missing {
                 let mask = eq(&periods, &StringArray::new_scalar(p.as_str()))?;
                 let batch = filter_record_batch(&all, &mask)?;
                 computed.push((p.clone(), Arc::new(Partition::new(batch)?)));

@@ -172,7 +172,11 @@ impl ArrivalsCache {
         if missing.is_empty() {
             return Ok(found);
         }
-        let computed = compute_arrivals(state, parts.provider.clone(), &missing).await?;
+        // A few periods per aggregation, as for `reports` (see `latest`).
+        let mut computed = Arrivals::new();
+        for chunk in missing.chunks(6) {
+            computed.extend(compute_arrivals(state, parts.provider.clone(), chunk).await?);
+        }
         if let Ok(mut entries) = self.entries.lock() {
             for (p, a) in &computed {
                 if let Some(id) = parts.identities.get(p) {

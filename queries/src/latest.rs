@@ -7,7 +7,7 @@
 //! (value, submitted_at) must be applied after it and is left to DataFusion.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use baocao_catalog::report::{
@@ -31,7 +31,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
-use crate::live::LiveDeltaTable;
+use crate::live::{LiveDeltaTable, PartitionMemo};
 use crate::rollup::{Wanted, column_values_for};
 
 /// Output columns, in order.
@@ -65,8 +65,12 @@ const PERIODS_PER_PASS: usize = 6;
 /// of its files (see `live::Partitions`).
 struct PartitionCache {
     live: Arc<LiveDeltaTable>,
-    entries: Mutex<HashMap<String, (u64, Arc<Partition>)>>,
+    entries: PartitionMemo<Partition>,
 }
+
+/// The memory the cached latest rows may take (about 4 million values);
+/// past it, the least recently used periods are computed again when asked.
+const CACHE_BYTES: usize = 2 << 30;
 
 /// One period's latest rows, ordered by indicator, with where each
 /// indicator's rows are: a query naming indicators takes slices.
@@ -127,7 +131,7 @@ impl LatestReports {
         let mut latest = Self::new(history.clone())?;
         latest.cache = Some(PartitionCache {
             live: history,
-            entries: Mutex::new(HashMap::new()),
+            entries: PartitionMemo::new(CACHE_BYTES),
         });
         Ok(latest)
     }
@@ -159,7 +163,8 @@ impl LatestReports {
         filters: &[Expr],
     ) -> Result<Vec<RecordBatch>> {
         let parts = cache.live.partitions(state).await?;
-        let wanted: Vec<String> = match Wanted::from_filters_on(filters, &[PERIOD]).get(PERIOD) {
+        let mut wanted: Vec<String> = match Wanted::from_filters_on(filters, &[PERIOD]).get(PERIOD)
+        {
             Some(set) => set
                 .iter()
                 .filter(|p| parts.identities.contains_key(*p))
@@ -167,16 +172,25 @@ impl LatestReports {
                 .collect(),
             None => parts.identities.keys().cloned().collect(),
         };
+        // Every row of a partition has its period: a comparison of the
+        // period with a literal keeps or drops the partition whole.
+        wanted.retain(|p| {
+            filters
+                .iter()
+                .all(|f| period_comparison(f, p).unwrap_or(true))
+        });
         let mut found: HashMap<String, Arc<Partition>> = HashMap::new();
         let mut missing = Vec::new();
-        if let Ok(entries) = cache.entries.lock() {
-            for p in &wanted {
-                match entries.get(p) {
-                    Some((id, partition)) if Some(id) == parts.identities.get(p) => {
-                        found.insert(p.clone(), partition.clone());
-                    }
-                    _ => missing.push(p.clone()),
+        for p in &wanted {
+            let cached = parts
+                .identities
+                .get(p)
+                .and_then(|id| cache.entries.get(p, *id));
+            match cached {
+                Some(partition) => {
+                    found.insert(p.clone(), partition);
                 }
+                None => missing.push(p.clone()),
             }
         }
         // A few periods at a time: the first query after a start computes
@@ -196,11 +210,10 @@ impl LatestReports {
                 let batch = filter_record_batch(&all, &mask)?;
                 computed.push((p.clone(), Arc::new(Partition::new(batch)?)));
             }
-            if let Ok(mut entries) = cache.entries.lock() {
-                for (p, partition) in &computed {
-                    if let Some(id) = parts.identities.get(p) {
-                        entries.insert(p.clone(), (*id, partition.clone()));
-                    }
+            for (p, partition) in &computed {
+                if let Some(id) = parts.identities.get(p) {
+                    let bytes = partition.rows.get_array_memory_size();
+                    cache.entries.insert(p, *id, partition.clone(), bytes);
                 }
             }
             found.extend(computed);
@@ -214,6 +227,44 @@ impl LatestReports {
             .filter(|rows| !rows.as_ref().is_ok_and(|r| r.num_rows() == 0))
             .collect()
     }
+}
+
+/// What `filter` says of the rows of period `period`, when it is a
+/// comparison of the period column with a text literal (`None` otherwise).
+fn period_comparison(filter: &Expr, period: &str) -> Option<bool> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = filter else {
+        return None;
+    };
+    let text = |e: &Expr| match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Some(s.clone()),
+        _ => None,
+    };
+    let is_period = |e: &Expr| matches!(e, Expr::Column(c) if c.name == PERIOD);
+    // `period op literal`, or `literal op period` turned around.
+    let (op, literal) = if is_period(left) {
+        (*op, text(right)?)
+    } else if is_period(right) {
+        (op.swap()?, text(left)?)
+    } else {
+        return None;
+    };
+    let p = period;
+    let l = literal.as_str();
+    Some(match op {
+        Operator::Eq => p == l,
+        Operator::NotEq => p != l,
+        Operator::Lt => p < l,
+        Operator::LtEq => p <= l,
+        Operator::Gt => p > l,
+        Operator::GtEq => p >= l,
+        _ => return None,
+    })
 }
 
 /// "Latest per key" over `history`, with `filters` (key-only) below it and
@@ -326,7 +377,9 @@ impl TableProvider for LatestReports {
                 // Period and indicator lists chose the partitions and the
                 // slices: only the other filters remain.
                 for f in filters {
-                    if column_values_for(f, &[PERIOD, INDICATOR_CODE]).is_none() {
+                    let answered = column_values_for(f, &[PERIOD, INDICATOR_CODE]).is_some()
+                        || period_comparison(f, "").is_some();
+                    if !answered {
                         plan = plan.filter(unqualify(f.clone())?)?;
                     }
                 }

@@ -197,3 +197,108 @@ impl TableProvider for LiveDeltaTable {
         provider.scan(state, projection, filters, limit).await
     }
 }
+
+/// Values computed per period partition, each kept with the identity of
+/// the files it was computed from (see [`Partitions`]), within a memory
+/// budget: past it, the least recently used periods are dropped (and
+/// computed again when asked for).
+pub struct PartitionMemo<T> {
+    inner: std::sync::Mutex<MemoInner<T>>,
+    budget: usize,
+}
+
+struct MemoInner<T> {
+    entries: HashMap<String, MemoEntry<T>>,
+    bytes: usize,
+    clock: u64,
+}
+
+struct MemoEntry<T> {
+    identity: u64,
+    value: Arc<T>,
+    bytes: usize,
+    used: u64,
+}
+
+impl<T> PartitionMemo<T> {
+    /// A memo holding about `budget` bytes at most.
+    pub fn new(budget: usize) -> Self {
+        PartitionMemo {
+            inner: std::sync::Mutex::new(MemoInner {
+                entries: HashMap::new(),
+                bytes: 0,
+                clock: 0,
+            }),
+            budget,
+        }
+    }
+
+    /// The value of `period` if it was computed at `identity`.
+    pub fn get(&self, period: &str, identity: u64) -> Option<Arc<T>> {
+        let mut inner = self.inner.lock().ok()?;
+        inner.clock += 1;
+        let now = inner.clock;
+        let entry = inner.entries.get_mut(period)?;
+        if entry.identity != identity {
+            return None;
+        }
+        entry.used = now;
+        Some(entry.value.clone())
+    }
+
+    /// Keeps `value` (of about `bytes`) for `period` at `identity`.
+    pub fn insert(&self, period: &str, identity: u64, value: Arc<T>, bytes: usize) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        inner.clock += 1;
+        let used = inner.clock;
+        let entry = MemoEntry {
+            identity,
+            value,
+            bytes,
+            used,
+        };
+        if let Some(old) = inner.entries.insert(period.to_string(), entry) {
+            inner.bytes -= old.bytes;
+        }
+        inner.bytes += bytes;
+        while inner.bytes > self.budget && inner.entries.len() > 1 {
+            let oldest = inner
+                .entries
+                .iter()
+                .filter(|(p, _)| p.as_str() != period)
+                .min_by_key(|(_, e)| e.used)
+                .map(|(p, _)| p.clone());
+            let Some(oldest) = oldest else { break };
+            if let Some(gone) = inner.entries.remove(&oldest) {
+                inner.bytes -= gone.bytes;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_memo_answers_only_at_the_same_identity_and_drops_the_least_used() {
+        let memo = PartitionMemo::new(250);
+        memo.insert("2024-01", 1, Arc::new("a"), 100);
+        memo.insert("2024-02", 7, Arc::new("b"), 100);
+        assert_eq!(memo.get("2024-01", 1).as_deref(), Some(&"a"));
+        // The files changed: computed again.
+        assert!(memo.get("2024-02", 8).is_none());
+        // Past the budget the least recently used goes (2024-02), not the
+        // one just read (2024-01) or the one just kept.
+        memo.insert("2024-03", 3, Arc::new("c"), 100);
+        assert!(memo.get("2024-02", 7).is_none());
+        assert_eq!(memo.get("2024-01", 1).as_deref(), Some(&"a"));
+        assert_eq!(memo.get("2024-03", 3).as_deref(), Some(&"c"));
+        // A value larger than the budget is still kept alone.
+        memo.insert("2024", 9, Arc::new("big"), 1000);
+        assert_eq!(memo.get("2024", 9).as_deref(), Some(&"big"));
+        assert!(memo.get("2024-01", 1).is_none());
+    }
+}

@@ -11,7 +11,7 @@
 //! submission changes them at once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use baocao_catalog::report::{INDICATOR_CODE, PERIOD, SUBMITTED_AT, UNIT_CODE, WITHDRAWN};
@@ -31,7 +31,7 @@ use datafusion::functions_aggregate::expr_fn::{max, min};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown, col, lit};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
-use crate::live::LiveDeltaTable;
+use crate::live::{LiveDeltaTable, PartitionMemo};
 use crate::rollup::{Wanted, narrowing};
 
 /// Which of the two tables.
@@ -128,8 +128,14 @@ type Arrivals = HashMap<String, Arc<PeriodArrivals>>;
 /// touched since the last one.
 pub struct ArrivalsCache {
     live: Arc<LiveDeltaTable>,
-    entries: Mutex<HashMap<String, (u64, Arc<PeriodArrivals>)>>,
+    entries: PartitionMemo<PeriodArrivals>,
 }
+
+/// The memory the cached arrivals may take, about (see `latest`).
+const CACHE_BYTES: usize = 1 << 30;
+
+/// About what one (unit, indicator) arrival takes in the maps.
+const BYTES_PER_ARRIVAL: usize = 160;
 
 impl std::fmt::Debug for ArrivalsCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,7 +147,7 @@ impl ArrivalsCache {
     pub fn new(live: Arc<LiveDeltaTable>) -> Self {
         ArrivalsCache {
             live,
-            entries: Mutex::new(HashMap::new()),
+            entries: PartitionMemo::new(CACHE_BYTES),
         }
     }
 
@@ -159,14 +165,16 @@ impl ArrivalsCache {
         };
         let mut found = Arrivals::new();
         let mut missing = Vec::new();
-        if let Ok(entries) = self.entries.lock() {
-            for p in periods {
-                match entries.get(&p) {
-                    Some((id, a)) if Some(id) == parts.identities.get(&p) => {
-                        found.insert(p, a.clone());
-                    }
-                    _ => missing.push(p),
+        for p in periods {
+            let cached = parts
+                .identities
+                .get(&p)
+                .and_then(|id| self.entries.get(&p, *id));
+            match cached {
+                Some(a) => {
+                    found.insert(p, a);
                 }
+                None => missing.push(p),
             }
         }
         if missing.is_empty() {
@@ -177,11 +185,11 @@ impl ArrivalsCache {
         for chunk in missing.chunks(6) {
             computed.extend(compute_arrivals(state, parts.provider.clone(), chunk).await?);
         }
-        if let Ok(mut entries) = self.entries.lock() {
-            for (p, a) in &computed {
-                if let Some(id) = parts.identities.get(p) {
-                    entries.insert(p.clone(), (*id, a.clone()));
-                }
+        for (p, a) in &computed {
+            if let Some(id) = parts.identities.get(p) {
+                let arrivals: usize = a.values().map(BTreeMap::len).sum();
+                self.entries
+                    .insert(p, *id, a.clone(), arrivals * BYTES_PER_ARRIVAL);
             }
         }
         found.extend(computed);

@@ -14,7 +14,7 @@ use baocao_catalog::report::{
     INDICATOR_CODE, KEY, PERIOD, SUBMISSION_ID, SUBMITTED_AT, SUBMITTED_BY, UNIT_CODE, VALUE,
     WITHDRAWN,
 };
-use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, StringViewArray};
 use datafusion::arrow::compute::kernels::cmp::eq;
 use datafusion::arrow::compute::{
     cast, concat_batches, filter_record_batch, sort_to_indices, take_record_batch,
@@ -32,7 +32,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use crate::live::{LiveDeltaTable, PartitionMemo};
-use crate::rollup::{Wanted, column_values_for};
+use crate::rollup::{Wanted, column_values_for, string_literal};
 
 /// Output columns, in order.
 const COLUMNS: [&str; 7] = [
@@ -84,6 +84,18 @@ impl Partition {
         let indicators = cast(rows.column(2), &DataType::Utf8)?;
         let order = sort_to_indices(&indicators, None, None)?;
         let rows = take_record_batch(&rows, &order)?;
+        // Taken views still point into the buffers of every period computed
+        // in the same pass: copy this period's strings out, so that it holds
+        // (and its memory budget counts) its own data only.
+        let columns = rows
+            .columns()
+            .iter()
+            .map(|c| match c.as_any().downcast_ref::<StringViewArray>() {
+                Some(views) => Arc::new(views.gc()) as ArrayRef,
+                None => c.clone(),
+            })
+            .collect();
+        let rows = RecordBatch::try_new(rows.schema(), columns)?;
         let indicators = cast(rows.column(2), &DataType::Utf8)?;
         let mut by_indicator: HashMap<String, (usize, usize)> = HashMap::new();
         if let Some(codes) = indicators.as_any().downcast_ref::<StringArray>() {
@@ -237,12 +249,7 @@ fn period_comparison(filter: &Expr, period: &str) -> Option<bool> {
         return None;
     };
     let text = |e: &Expr| match e {
-        Expr::Literal(
-            ScalarValue::Utf8(Some(s))
-            | ScalarValue::Utf8View(Some(s))
-            | ScalarValue::LargeUtf8(Some(s)),
-            _,
-        ) => Some(s.clone()),
+        Expr::Literal(..) => string_literal(e),
         _ => None,
     };
     let is_period = |e: &Expr| matches!(e, Expr::Column(c) if c.name == PERIOD);

@@ -134,7 +134,7 @@ impl Wanted {
     }
 }
 
-fn string_literal(e: &Expr) -> Option<String> {
+pub(crate) fn string_literal(e: &Expr) -> Option<String> {
     match e {
         Expr::Literal(
             ScalarValue::Utf8(Some(s))
@@ -142,6 +142,14 @@ fn string_literal(e: &Expr) -> Option<String> {
             | ScalarValue::LargeUtf8(Some(s)),
             _,
         ) => Some(s.clone()),
+        // A partition column is dictionary-encoded, and so is a literal
+        // compared with it.
+        Expr::Literal(ScalarValue::Dictionary(_, inner), _) => match inner.as_ref() {
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)) => Some(s.clone()),
+            _ => None,
+        },
         Expr::Cast(c) => string_literal(&c.expr),
         _ => None,
     }

@@ -855,6 +855,16 @@ mod tests {
             column_values_for(&in_list(col(C_UNIT), vec![lit("001")], true), &FILTERABLE).is_none(),
             "NOT IN is not a constraint"
         );
+        // A Delta partition column is dictionary-encoded, and so is the
+        // literal DataFusion compares it with.
+        let dictionary = lit(ScalarValue::Dictionary(
+            Box::new(DataType::UInt16),
+            Box::new(ScalarValue::Utf8(Some("2024-07".into()))),
+        ));
+        assert_eq!(
+            column_values_for(&col(C_PERIOD).eq(dictionary), &FILTERABLE),
+            Some((C_PERIOD, vec!["2024-07".to_string()]))
+        );
     }
 
     #[test]

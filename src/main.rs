@@ -170,7 +170,12 @@ async fn serve(
     };
     pgwire::messages::set_large_message_limit(limits.max_message_mb.saturating_mul(1 << 20));
     let listener = server::bind(addr).await?;
-    let engine = server::engine(w, limits.memory_limit_mb.saturating_mul(1 << 20)).await?;
+    let engine = server::engine(
+        w,
+        limits.memory_limit_mb.saturating_mul(1 << 20),
+        limits.cache_mb.saturating_mul(1 << 20),
+    )
+    .await?;
     let landing_dir = landing
         .landing
         .clone()

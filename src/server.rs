@@ -53,8 +53,9 @@ pub struct Engine {
 
 /// Builds the query engine and the writer over a warehouse; the queries
 /// running at once may hold `memory_limit` bytes together for their sorts,
-/// joins and aggregations (0: no limit).
-pub async fn engine(warehouse: &Warehouse, memory_limit: usize) -> Result<Engine> {
+/// joins and aggregations (0: no limit), and the computed partitions kept
+/// between queries about `cache` bytes.
+pub async fn engine(warehouse: &Warehouse, memory_limit: usize, cache: usize) -> Result<Engine> {
     let catalog = warehouse.load_catalog()?;
     let config = SessionConfig::new()
         // PostgreSQL's information_schema is registered below instead.
@@ -79,7 +80,7 @@ pub async fn engine(warehouse: &Warehouse, memory_limit: usize) -> Result<Engine
     let table = deltalake::open_table(warehouse.reports_url()?)
         .await
         .context("cannot open the reports table")?;
-    baocao_queries::register(&ctx, &catalog, table).await?;
+    baocao_queries::register(&ctx, &catalog, table, cache).await?;
     let catalog = Arc::new(catalog);
     let audit = AuditLog::new(warehouse.root());
     // Every table with unit data shows each session its own rows.

@@ -68,10 +68,6 @@ struct PartitionCache {
     entries: PartitionMemo<Partition>,
 }
 
-/// The memory the cached latest rows may take (about 4 million values);
-/// past it, the least recently used periods are computed again when asked.
-const CACHE_BYTES: usize = 2 << 30;
-
 /// One period's latest rows, ordered by indicator, with where each
 /// indicator's rows are: a query naming indicators takes slices.
 struct Partition {
@@ -138,12 +134,14 @@ impl std::fmt::Debug for PartitionCache {
 }
 
 impl LatestReports {
-    /// `reports` over the live table, with the partition cache.
-    pub fn live(history: Arc<LiveDeltaTable>) -> Result<Self> {
+    /// `reports` over the live table, with the partition cache holding
+    /// about `budget` bytes; past it, the least recently used periods are
+    /// computed again when asked for.
+    pub fn live(history: Arc<LiveDeltaTable>, budget: usize) -> Result<Self> {
         let mut latest = Self::new(history.clone())?;
         latest.cache = Some(PartitionCache {
             live: history,
-            entries: PartitionMemo::new(CACHE_BYTES),
+            entries: PartitionMemo::new(budget),
         });
         Ok(latest)
     }

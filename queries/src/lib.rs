@@ -55,8 +55,16 @@ fn mem(batch: datafusion::arrow::array::RecordBatch) -> Result<Arc<MemTable>> {
     )?))
 }
 
-/// Registers the catalog tables and the report tables on `ctx`.
-pub async fn register(ctx: &SessionContext, catalog: &Catalog, reports: DeltaTable) -> Result<()> {
+/// Registers the catalog tables and the report tables on `ctx`. The report
+/// tables keep computed partitions in memory within `cache_bytes` (two
+/// thirds for `reports`' latest rows, a third for the arrivals of
+/// `report_status` and `completeness`).
+pub async fn register(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    reports: DeltaTable,
+    cache_bytes: usize,
+) -> Result<()> {
     ctx.register_table("units", mem(tables::units(catalog).map_err(catalog_err)?)?)?;
     ctx.register_table(
         "unit_ancestors",
@@ -75,7 +83,7 @@ pub async fn register(ctx: &SessionContext, catalog: &Catalog, reports: DeltaTab
         mem(tables::periods(PERIOD_YEARS).map_err(catalog_err)?)?,
     )?;
     let history = Arc::new(LiveDeltaTable::open(reports).await?);
-    let latest = Arc::new(LatestReports::live(history.clone())?);
+    let latest = Arc::new(LatestReports::live(history.clone(), cache_bytes / 3 * 2)?);
     let shared = Arc::new(catalog.clone());
     ctx.register_table(
         "rollup",
@@ -87,7 +95,7 @@ pub async fn register(ctx: &SessionContext, catalog: &Catalog, reports: DeltaTab
         Arc::new(Rollup::new(shared, latest.clone(), Frame::Current)),
     )?;
     ctx.register_table("reports", latest)?;
-    let arrivals = Arc::new(status::ArrivalsCache::new(history.clone()));
+    let arrivals = Arc::new(status::ArrivalsCache::new(history.clone(), cache_bytes / 3));
     ctx.register_table(
         "report_status",
         Arc::new(Status::new(

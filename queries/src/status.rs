@@ -131,9 +131,6 @@ pub struct ArrivalsCache {
     entries: PartitionMemo<PeriodArrivals>,
 }
 
-/// The memory the cached arrivals may take, about (see `latest`).
-const CACHE_BYTES: usize = 1 << 30;
-
 /// About what one (unit, indicator) arrival takes in the maps.
 const BYTES_PER_ARRIVAL: usize = 160;
 
@@ -144,10 +141,11 @@ impl std::fmt::Debug for ArrivalsCache {
 }
 
 impl ArrivalsCache {
-    pub fn new(live: Arc<LiveDeltaTable>) -> Self {
+    /// Arrivals kept within about `budget` bytes.
+    pub fn new(live: Arc<LiveDeltaTable>, budget: usize) -> Self {
         ArrivalsCache {
             live,
-            entries: PartitionMemo::new(CACHE_BYTES),
+            entries: PartitionMemo::new(budget),
         }
     }
 

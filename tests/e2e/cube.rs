@@ -778,4 +778,16 @@ async fn every_cell_of_the_demo_cube_matches_an_independent_model() {
         .expect("submissions");
     check("after submissions").await;
     check_statuses(&client, &model, &periods, "after submissions").await;
+
+    // A server whose cache holds almost nothing computes every partition
+    // again as it goes, evicting as it goes: the same cells.
+    let small_server = TestServer::start_with(&w, &["--cache-mb", "1"]).await;
+    let small = small_server.client().await;
+    for table in ["rollup", "rollup_current"] {
+        compare(
+            &format!("a 1 MiB cache, {table}"),
+            &served(&small, table, &periods).await,
+            &served(&client, table, &periods).await,
+        );
+    }
 }

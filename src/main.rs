@@ -24,7 +24,8 @@ use crate::cli::{Cli, Command};
 /// mimalloc rather than the system allocator: validating and writing a
 /// bulk load, and planning every query, make many small allocations, which
 /// glibc's allocator serves slowly (a tenth of a COPY's time went to its
-/// free-list upkeep).
+/// free-list upkeep). Version 2 of it (see `Cargo.toml`), which gives freed
+/// memory back to the system soon after a load.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

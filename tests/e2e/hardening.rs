@@ -570,3 +570,63 @@ async fn clients_over_the_connection_limit_are_refused_with_53300() {
     let third = third.expect("a slot was freed");
     assert_serves(&third).await;
 }
+
+/// A load of concurrent statements that each hold a large hash table:
+/// once it ends, the server's resident memory comes back near where it
+/// was.
+#[tokio::test]
+async fn memory_returns_after_a_query_load() {
+    let w = TestWarehouse::empty();
+    let server = TestServer::start(&w).await;
+    // Each groups two million numbers into a million groups: a hash table
+    // of tens of MiB, held until the statement ends.
+    let heavy = "SELECT count(*) FROM (SELECT x % 1000000 AS k, count(*) AS n \
+                 FROM generate_series(1, 2000000) AS t(x) GROUP BY x % 1000000) AS g";
+    let warm = server.client().await;
+    // Warm up (plans, allocator arenas), then take the baseline.
+    for _ in 0..2 {
+        let row = warm.query_one(heavy, &[]).await.expect("warm-up");
+        assert_eq!(row.get::<_, i64>(0), 1_000_000);
+    }
+    let baseline = server.rss_kib();
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(server.client().await);
+    }
+    let mut peak = baseline;
+    let load = futures::future::join_all(clients.into_iter().map(|c| async move {
+        for _ in 0..3 {
+            let row = c.query_one(heavy, &[]).await.expect("a heavy statement");
+            assert_eq!(row.get::<_, i64>(0), 1_000_000);
+        }
+    }));
+    tokio::pin!(load);
+    loop {
+        tokio::select! {
+            _ = &mut load => break,
+            () = tokio::time::sleep(Duration::from_millis(50)) => peak = peak.max(server.rss_kib()),
+        }
+    }
+    // The load did take memory, or the check below proves nothing.
+    assert!(
+        peak > baseline + 32 * 1024,
+        "peak {peak} KiB, baseline {baseline} KiB"
+    );
+    // At least half of what the load took comes back (mimalloc purges a
+    // freed page once its thread allocates again; a thread that went idle
+    // right after freeing keeps its last pages).
+    let back = |rss: u64| rss <= baseline + (peak - baseline) / 2;
+    let mut rss = server.rss_kib();
+    for _ in 0..100 {
+        if back(rss) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rss = server.rss_kib();
+    }
+    assert!(
+        back(rss),
+        "resident memory {rss} KiB after the load (peak {peak} KiB), {baseline} KiB before"
+    );
+    assert_serves(&warm).await;
+}

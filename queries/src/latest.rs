@@ -31,7 +31,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
-use crate::live::{LiveDeltaTable, PartitionMemo};
+use crate::live::{LiveDeltaTable, PERIODS_PER_PASS, PartitionMemo};
 use crate::rollup::{Wanted, column_values_for, string_literal};
 
 /// Output columns, in order.
@@ -54,9 +54,6 @@ pub struct LatestReports {
     /// for the live table (`reports_as_of` computes afresh).
     cache: Option<PartitionCache>,
 }
-
-/// How many missing partitions one aggregation computes.
-const PERIODS_PER_PASS: usize = 6;
 
 /// The latest rows of each period partition, kept while the partition's
 /// files are unchanged: a query computes only the partitions that changed
@@ -173,15 +170,7 @@ impl LatestReports {
         filters: &[Expr],
     ) -> Result<Vec<RecordBatch>> {
         let parts = cache.live.partitions(state).await?;
-        let mut wanted: Vec<String> = match Wanted::from_filters_on(filters, &[PERIOD]).get(PERIOD)
-        {
-            Some(set) => set
-                .iter()
-                .filter(|p| parts.identities.contains_key(*p))
-                .cloned()
-                .collect(),
-            None => parts.identities.keys().cloned().collect(),
-        };
+        let mut wanted = parts.periods(Wanted::from_filters_on(filters, &[PERIOD]).get(PERIOD));
         // Every row of a partition has its period: a comparison of the
         // period with a literal keeps or drops the partition whole.
         wanted.retain(|p| {
@@ -189,23 +178,7 @@ impl LatestReports {
                 .iter()
                 .all(|f| period_comparison(f, p).unwrap_or(true))
         });
-        let mut found: HashMap<String, Arc<Partition>> = HashMap::new();
-        let mut missing = Vec::new();
-        for p in &wanted {
-            let cached = parts
-                .identities
-                .get(p)
-                .and_then(|id| cache.entries.get(p, *id));
-            match cached {
-                Some(partition) => {
-                    found.insert(p.clone(), partition);
-                }
-                None => missing.push(p.clone()),
-            }
-        }
-        // A few periods at a time: the first query after a start computes
-        // every partition, and one aggregation over all of them would hold
-        // the whole table's hash tables at once.
+        let (mut found, missing) = cache.entries.split(&parts, wanted.clone());
         for missing in missing.chunks(PERIODS_PER_PASS) {
             let filter =
                 col(PERIOD).in_list(missing.iter().map(|p| lit(p.as_str())).collect(), false);
@@ -221,10 +194,8 @@ impl LatestReports {
                 computed.push((p.clone(), Arc::new(Partition::new(batch)?)));
             }
             for (p, partition) in &computed {
-                if let Some(id) = parts.identities.get(p) {
-                    let bytes = partition.rows.get_array_memory_size();
-                    cache.entries.insert(p, *id, partition.clone(), bytes);
-                }
+                let bytes = partition.rows.get_array_memory_size();
+                cache.entries.keep(&parts, p, partition.clone(), bytes);
             }
             found.extend(computed);
         }

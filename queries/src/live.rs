@@ -43,6 +43,25 @@ pub struct Partitions {
     pub identities: Arc<HashMap<String, u64>>,
 }
 
+impl Partitions {
+    /// The periods `named` that have data (every period when `None`).
+    pub fn periods(&self, named: Option<&std::collections::BTreeSet<String>>) -> Vec<String> {
+        match named {
+            Some(set) => set
+                .iter()
+                .filter(|p| self.identities.contains_key(*p))
+                .cloned()
+                .collect(),
+            None => self.identities.keys().cloned().collect(),
+        }
+    }
+}
+
+/// How many missing partitions one aggregation computes: the first query
+/// after a start computes every partition, and one aggregation over all of
+/// them would hold the whole table's hash tables at once.
+pub const PERIODS_PER_PASS: usize = 6;
+
 /// The partition identities of a table's files (`.../period=2024-07/...`).
 fn identities(table: &DeltaTable) -> Result<HashMap<String, u64>> {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -111,50 +130,59 @@ impl LiveDeltaTable {
 
     /// The newest version of the table with its partitions' identities.
     pub async fn partitions(&self, state: &dyn Session) -> Result<Partitions> {
-        let mut table = self.table.lock().await;
-        let changed = table.refresh().await.map_err(delta_err)?;
-        let table = table.table();
-        table.update_datafusion_session(state).map_err(delta_err)?;
-        let known = self.partitions.read().ok().and_then(|p| p.clone());
-        let current = self.current.read().ok().map(|c| c.clone());
-        if !changed && let (Some(identities), Some(provider)) = (known, current) {
-            return Ok(Partitions {
-                provider,
-                identities,
-            });
-        }
-        let provider = table.table_provider().await?;
-        let identities = Arc::new(identities(table)?);
-        if let Ok(mut current) = self.current.write() {
-            *current = provider.clone();
-        }
-        if let Ok(mut partitions) = self.partitions.write() {
-            *partitions = Some(identities.clone());
-        }
+        let (provider, identities) = self.newest(state, true).await?;
         Ok(Partitions {
             provider,
-            identities,
+            identities: identities.unwrap_or_default(),
         })
     }
 
     /// The provider for the newest version of the table.
     async fn refresh(&self, state: &dyn Session) -> Result<Arc<dyn TableProvider>> {
+        Ok(self.newest(state, false).await?.0)
+    }
+
+    /// Brings the table to its newest version: its provider and, when
+    /// asked for, its partitions' identities (computed once per version).
+    async fn newest(
+        &self,
+        state: &dyn Session,
+        with_identities: bool,
+    ) -> Result<(Arc<dyn TableProvider>, Option<Arc<HashMap<String, u64>>>)> {
         let mut table = self.table.lock().await;
         let changed = table.refresh().await.map_err(delta_err)?;
         let table = table.table();
         table.update_datafusion_session(state).map_err(delta_err)?;
-        if !changed && let Ok(current) = self.current.read() {
-            return Ok(current.clone());
+        let current = self.current.read().ok().map(|c| c.clone());
+        let provider = match current {
+            Some(provider) if !changed => provider,
+            _ => {
+                let provider = table.table_provider().await?;
+                if let Ok(mut current) = self.current.write() {
+                    *current = provider.clone();
+                }
+                // The identities were of the previous version.
+                if let Ok(mut partitions) = self.partitions.write() {
+                    *partitions = None;
+                }
+                provider
+            }
+        };
+        if !with_identities {
+            return Ok((provider, None));
         }
-        let provider = table.table_provider().await?;
-        if let Ok(mut current) = self.current.write() {
-            *current = provider.clone();
-        }
-        // The identities are of the previous version: forget them.
-        if let Ok(mut partitions) = self.partitions.write() {
-            *partitions = None;
-        }
-        Ok(provider)
+        let known = self.partitions.read().ok().and_then(|p| p.clone());
+        let identities = match known {
+            Some(identities) => identities,
+            None => {
+                let identities = Arc::new(identities(table)?);
+                if let Ok(mut partitions) = self.partitions.write() {
+                    *partitions = Some(identities.clone());
+                }
+                identities
+            }
+        };
+        Ok((provider, Some(identities)))
     }
 
     /// The version the last scan read.
@@ -244,6 +272,34 @@ impl<T> PartitionMemo<T> {
         }
         entry.used = now;
         Some(entry.value.clone())
+    }
+
+    /// The values of `periods` kept at their current identity in `parts`,
+    /// and the periods that must be computed.
+    pub fn split(
+        &self,
+        parts: &Partitions,
+        periods: Vec<String>,
+    ) -> (HashMap<String, Arc<T>>, Vec<String>) {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        for p in periods {
+            match parts.identities.get(&p).and_then(|id| self.get(&p, *id)) {
+                Some(value) => {
+                    found.insert(p, value);
+                }
+                None => missing.push(p),
+            }
+        }
+        (found, missing)
+    }
+
+    /// Keeps `value` (of about `bytes`) for `period` at its identity in
+    /// `parts`.
+    pub fn keep(&self, parts: &Partitions, period: &str, value: Arc<T>, bytes: usize) {
+        if let Some(id) = parts.identities.get(period) {
+            self.insert(period, *id, value, bytes);
+        }
     }
 
     /// Keeps `value` (of about `bytes`) for `period` at `identity`.

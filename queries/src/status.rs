@@ -31,7 +31,7 @@ use datafusion::functions_aggregate::expr_fn::{max, min};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown, col, lit};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
-use crate::live::{LiveDeltaTable, PartitionMemo};
+use crate::live::{LiveDeltaTable, PERIODS_PER_PASS, PartitionMemo};
 use crate::rollup::{Wanted, narrowing};
 
 /// Which of the two tables.
@@ -153,42 +153,19 @@ impl ArrivalsCache {
     /// named), at the table's newest version.
     async fn get(&self, state: &dyn Session, wanted: &Wanted) -> Result<Arrivals> {
         let parts = self.live.partitions(state).await?;
-        let periods: Vec<String> = match wanted.get("period") {
-            Some(set) => set
-                .iter()
-                .filter(|p| parts.identities.contains_key(*p))
-                .cloned()
-                .collect(),
-            None => parts.identities.keys().cloned().collect(),
-        };
-        let mut found = Arrivals::new();
-        let mut missing = Vec::new();
-        for p in periods {
-            let cached = parts
-                .identities
-                .get(&p)
-                .and_then(|id| self.entries.get(&p, *id));
-            match cached {
-                Some(a) => {
-                    found.insert(p, a);
-                }
-                None => missing.push(p),
-            }
-        }
+        let periods = parts.periods(wanted.get("period"));
+        let (mut found, missing) = self.entries.split(&parts, periods);
         if missing.is_empty() {
             return Ok(found);
         }
-        // A few periods per aggregation, as for `reports` (see `latest`).
         let mut computed = Arrivals::new();
-        for chunk in missing.chunks(6) {
+        for chunk in missing.chunks(PERIODS_PER_PASS) {
             computed.extend(compute_arrivals(state, parts.provider.clone(), chunk).await?);
         }
         for (p, a) in &computed {
-            if let Some(id) = parts.identities.get(p) {
-                let arrivals: usize = a.values().map(BTreeMap::len).sum();
-                self.entries
-                    .insert(p, *id, a.clone(), arrivals * BYTES_PER_ARRIVAL);
-            }
+            let arrivals: usize = a.values().map(BTreeMap::len).sum();
+            self.entries
+                .keep(&parts, p, a.clone(), arrivals * BYTES_PER_ARRIVAL);
         }
         found.extend(computed);
         Ok(found)

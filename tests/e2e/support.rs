@@ -48,32 +48,21 @@ impl TestWarehouse {
         w
     }
 
-    /// A demo warehouse for the months `from..=to`.
+    /// A demo warehouse for the months `from..=to`, without accounts
+    /// (trust on loopback: the access tests make their own).
     pub fn demo(from: &str, to: &str) -> TestWarehouse {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let w = TestWarehouse { dir };
-        let out = baocao(&[
-            "demo",
-            "--warehouse",
-            w.path_str(),
-            "--from",
-            from,
-            "--to",
-            to,
-            "--no-serve",
-            // Trust on loopback, as a warehouse without accounts: the
-            // access tests make their own accounts.
-            "--no-demo-accounts",
-        ]);
-        assert!(out.status.success(), "demo failed: {}", stderr(&out));
-        w
+        Self::demo_warehouse(from, to, &["--no-demo-accounts"])
     }
 
     /// A demo warehouse with the demo's accounts (password = name).
     pub fn demo_with_accounts(from: &str, to: &str) -> TestWarehouse {
+        Self::demo_warehouse(from, to, &[])
+    }
+
+    fn demo_warehouse(from: &str, to: &str, extra: &[&str]) -> TestWarehouse {
         let dir = tempfile::tempdir().expect("tempdir");
         let w = TestWarehouse { dir };
-        let out = baocao(&[
+        let mut args = vec![
             "demo",
             "--warehouse",
             w.path_str(),
@@ -82,7 +71,9 @@ impl TestWarehouse {
             "--to",
             to,
             "--no-serve",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let out = baocao(&args);
         assert!(out.status.success(), "demo failed: {}", stderr(&out));
         w
     }

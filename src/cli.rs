@@ -42,6 +42,8 @@ pub enum Command {
     Compact(CompactArgs),
     /// Manage the accounts that may connect (kept in <warehouse>/access, shared by every server).
     User(UserArgs),
+    /// Generate the reporting benchmark's data: a warehouse filled one submission at a time, and the same rows as CSV for the peers.
+    BenchData(BenchDataArgs),
 }
 
 #[derive(Debug, Args)]
@@ -272,4 +274,56 @@ pub struct CheckArgs {
     /// Parquet or CSV files to check.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+}
+
+/// The reporting benchmark's scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchScale {
+    /// Every Hanoi ward before the 2025 reform (526).
+    Hanoi,
+    /// Every ward of Viet Nam before the 2025 reform (10,035).
+    Vn,
+}
+
+/// How many submissions share a commit (and a Parquet file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchCommits {
+    /// Every ward's report is its own commit, as it arrives in production.
+    Submission,
+    /// The reports of one district's wards for one month share a commit.
+    District,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDataArgs {
+    /// The warehouse to create (it must not hold reports yet).
+    #[arg(long)]
+    pub warehouse: PathBuf,
+    /// Which wards: hanoi (526) or vn (10,035).
+    #[arg(long, value_enum, default_value = "hanoi")]
+    pub scale: BenchScale,
+    /// The whole country's hierarchy files (units_*.csv, ward_changes_*.csv), for --scale vn.
+    #[arg(long, default_value = "benches/data/vietnam")]
+    pub country: PathBuf,
+    /// Every submitted row (corrections included) as CSV for the peers:
+    /// unit_code, period, indicator_code, value, submitted_at.
+    #[arg(long)]
+    pub values: PathBuf,
+    /// How submissions are grouped into commits (default: submission for
+    /// hanoi, district for vn).
+    #[arg(long, value_enum)]
+    pub commits: Option<BenchCommits>,
+    /// First month (the benchmark's 60 months end with the last month before the reform).
+    #[arg(long, default_value = "2020-07")]
+    pub from: String,
+    /// Last month.
+    #[arg(long, default_value = "2025-06")]
+    pub to: String,
+    /// Indicators per ward report: the catalog's ward-monthly ones, then
+    /// synthetic counts (`bench_indicator_NNN`) up to this number.
+    #[arg(long, default_value_t = 100)]
+    pub indicators: usize,
+    /// Seed of the generated values.
+    #[arg(long, default_value_t = 173)]
+    pub seed: u64,
 }

@@ -185,19 +185,19 @@ async fn last_generated_month(warehouse: &Warehouse) -> Result<Option<Period>> {
 }
 
 /// One ward's report for one period.
-struct Report {
+pub(crate) struct Report {
     /// The schedule form the report answers.
-    form: String,
-    unit: UnitCode,
-    period: Period,
+    pub(crate) form: String,
+    pub(crate) unit: UnitCode,
+    pub(crate) period: Period,
     /// 0 for the first submission, 1 for its correction.
-    revision: u32,
-    submitted_at: chrono::DateTime<Utc>,
-    values: Vec<(String, f64)>,
+    pub(crate) revision: u32,
+    pub(crate) submitted_at: chrono::DateTime<Utc>,
+    pub(crate) values: Vec<(String, f64)>,
 }
 
 impl Report {
-    fn to_batch(&self) -> Result<RecordBatch> {
+    pub(crate) fn to_batch(&self) -> Result<RecordBatch> {
         let n = self.values.len();
         let schema = Arc::new(Schema::new(vec![
             Field::new("unit_code", DataType::Utf8, false),
@@ -225,7 +225,7 @@ impl Report {
 }
 
 /// Deterministic values for the demo.
-struct Generator<'a> {
+pub(crate) struct Generator<'a> {
     catalog: &'a Catalog,
     seed: u64,
     /// Base population (in 2021) of each pre-reform ward.
@@ -254,7 +254,7 @@ fn hash(seed: u64, parts: &[&str]) -> u64 {
 }
 
 impl<'a> Generator<'a> {
-    fn new(catalog: &'a Catalog, seed: u64) -> Self {
+    pub(crate) fn new(catalog: &'a Catalog, seed: u64) -> Self {
         let versions = catalog.hierarchies().versions();
         let mut g = Generator {
             catalog,
@@ -314,7 +314,7 @@ impl<'a> Generator<'a> {
     /// Every report the schedule (`schedule.csv`) asks for a period ending
     /// with `month` — each owing unit's form — less about 2% never sent,
     /// plus corrections of about 1% (revision 1, submitted weeks later).
-    fn reports_due(&self, month: Period) -> Vec<Report> {
+    pub(crate) fn reports_due(&self, month: Period) -> Vec<Report> {
         let mut out = Vec::new();
         let periods: Vec<Period> = PeriodType::ALL
             .into_iter()

@@ -4,6 +4,7 @@
 //! data), `ingest` (validate + commit), `queries` (the SQL surface) and the
 //! Postgres wire protocol.
 
+mod bench_data;
 mod cli;
 mod demo;
 mod ingest_files;
@@ -126,6 +127,7 @@ async fn run(command: Command, queries: tokio::runtime::Handle) -> anyhow::Resul
             .await
         }
         Command::User(args) => users::run(&args),
+        Command::BenchData(args) => bench_data::run(&args).await,
         Command::Ingest(args) => ingest_files::run(&args).await,
         Command::Check(args) => ingest_files::check(&args),
         Command::Compact(args) => {

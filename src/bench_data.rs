@@ -1,0 +1,262 @@
+//! `baocao bench-data`: the reporting benchmark's data (`benches/run-reporting-bench`).
+//!
+//! Every pre-reform ward of Hanoi (`hanoi`) or of the whole country (`vn`)
+//! sends its monthly report for each month of the range: the catalog's
+//! ward-monthly indicators plus synthetic counts up to `--indicators`. The
+//! values, the ~2% of reports never sent and the ~1% corrected later are
+//! the demo generator's (a pure function of seed, unit, period and
+//! indicator). Reports go through baocao's own ingest path, validator and
+//! commit, in the order they arrive: at `hanoi` scale each report is its
+//! own commit and its own Parquet file, as in production; at `vn` scale the
+//! reports of one district's wards for a month share one. The same rows,
+//! with their submission times, are written as CSV for the peers.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use baocao_catalog::{Level, Period, PeriodType, UnitCode};
+use baocao_ingest::{Submission, ValidBatch, Validator};
+use chrono::Utc;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{BenchCommits, BenchDataArgs, BenchScale};
+use crate::demo::{Generator, Report};
+use crate::warehouse::Warehouse;
+
+/// The schedule form every benchmark report answers.
+const FORM: &str = "ward_monthly";
+/// Code prefix of the synthetic indicators.
+const SYNTHETIC: &str = "bench_indicator_";
+
+pub async fn run(args: &BenchDataArgs) -> Result<()> {
+    let from: Period = args.from.parse().context("--from")?;
+    let to: Period = args.to.parse().context("--to")?;
+    if from.period_type() != PeriodType::Month || to.period_type() != PeriodType::Month {
+        bail!("--from and --to are months, such as 2020-07");
+    }
+    if from > to {
+        bail!("--from {from} is after --to {to}");
+    }
+    if args.warehouse.join("reports").exists() {
+        bail!(
+            "{} already exists: the benchmark's data goes into a new warehouse",
+            args.warehouse.display()
+        );
+    }
+    let warehouse = Warehouse::create(&args.warehouse).await?;
+    if args.scale == BenchScale::Vn {
+        copy_country(&args.country, &warehouse.catalog_dir().join("hierarchy"))?;
+    }
+    add_synthetic_indicators(&warehouse, args.indicators)?;
+    let catalog = warehouse.load_catalog()?;
+    let store = warehouse.reports().await?;
+    let validator = Validator::new(&catalog, Utc::now().date_naive());
+    let generator = Generator::new(&catalog, args.seed);
+    let grouping = args.commits.unwrap_or(match args.scale {
+        BenchScale::Hanoi => BenchCommits::Submission,
+        BenchScale::Vn => BenchCommits::District,
+    });
+
+    let months = Period::range(PeriodType::Month, from, to);
+    let bar = ProgressBar::new(months.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>40} [{bar:30}] {pos}/{len} months, {elapsed} elapsed, ~{eta} left",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let temporary = args.values.with_extension("csv.partial");
+    let mut values = BufWriter::new(
+        File::create(&temporary)
+            .with_context(|| format!("cannot create {}", temporary.display()))?,
+    );
+    writeln!(values, "unit_code,period,indicator_code,value,submitted_at")?;
+
+    let started = Instant::now();
+    let (mut reports_sent, mut commits, mut rows) = (0usize, 0usize, 0usize);
+    let mut corrections: Vec<Report> = Vec::new();
+    for (i, month) in months.iter().enumerate() {
+        // Corrections arrive weeks after their report: with the next
+        // month's reports (the last month's go with it).
+        let mut arriving = std::mem::take(&mut corrections);
+        for report in generator.reports_due(*month) {
+            if report.form != FORM {
+                continue;
+            }
+            if report.revision == 0 {
+                arriving.push(report);
+            } else {
+                corrections.push(report);
+            }
+        }
+        if i + 1 == months.len() {
+            arriving.append(&mut corrections);
+        }
+        arriving.sort_by(|a, b| {
+            (a.submitted_at, &a.unit, a.revision).cmp(&(b.submitted_at, &b.unit, b.revision))
+        });
+        for group in group_reports(arriving, grouping, &catalog, *month) {
+            let mut submissions: Vec<(ValidBatch, Submission)> = Vec::with_capacity(group.len());
+            for report in &group {
+                let batch = report.to_batch()?;
+                let valid = validator
+                    .validate(
+                        &batch,
+                        &format!("benchmark report of {} for {}", report.unit, report.period),
+                    )
+                    .map_err(|r| anyhow::anyhow!("the generator made an invalid report: {r}"))?;
+                write_rows(&mut values, report)?;
+                rows += valid.len();
+                submissions.push((
+                    valid,
+                    Submission {
+                        submission_id: format!(
+                            "bench-{}-{}-{}",
+                            report.period, report.unit, report.revision
+                        ),
+                        submitted_by: format!("unit-{}", report.unit),
+                        submitted_at: report.submitted_at,
+                        source: "bench-data".to_string(),
+                    },
+                ));
+            }
+            reports_sent += submissions.len();
+            store.commit(submissions).await?;
+            store.checkpoint(baocao_ingest::CHECKPOINT_INTERVAL).await?;
+            commits += 1;
+        }
+        let seconds = started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "{reports_sent} reports, {rows} values, {:.0} values/s",
+            rows as f64 / seconds
+        ));
+        bar.inc(1);
+    }
+    values.flush()?;
+    drop(values);
+    std::fs::rename(&temporary, &args.values)
+        .with_context(|| format!("cannot write {}", args.values.display()))?;
+    bar.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}: {} reports ({} values) in {} commits, {:.1} s through the ingest path ({:.0} values/s); the same rows in {}",
+        warehouse.root().display(),
+        reports_sent,
+        rows,
+        commits,
+        seconds,
+        rows as f64 / seconds.max(1e-9),
+        args.values.display()
+    );
+    Ok(())
+}
+
+/// The reports that share a commit, in arrival order.
+fn group_reports(
+    reports: Vec<Report>,
+    grouping: BenchCommits,
+    catalog: &baocao_catalog::Catalog,
+    month: Period,
+) -> Vec<Vec<Report>> {
+    match grouping {
+        BenchCommits::Submission => reports.into_iter().map(|r| vec![r]).collect(),
+        BenchCommits::District => {
+            let version = catalog.hierarchy_for(&month);
+            let mut groups: BTreeMap<(Option<UnitCode>, u32, Period), Vec<Report>> =
+                BTreeMap::new();
+            for r in reports {
+                let district = version
+                    .and_then(|v| v.get(&r.unit))
+                    .and_then(|u| u.parent.clone());
+                groups
+                    .entry((district, r.revision, r.period))
+                    .or_default()
+                    .push(r);
+            }
+            groups.into_values().collect()
+        }
+    }
+}
+
+fn write_rows(out: &mut impl Write, report: &Report) -> Result<()> {
+    let at = report.submitted_at.format("%Y-%m-%d %H:%M:%S%.6f+00");
+    for (indicator, value) in &report.values {
+        writeln!(
+            out,
+            "{},{},{},{},{}",
+            report.unit, report.period, indicator, value, at
+        )?;
+    }
+    Ok(())
+}
+
+/// Replaces the warehouse's hierarchy files (Hanoi's) by the country's.
+fn copy_country(country: &Path, hierarchy: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(country).with_context(|| {
+        format!(
+            "cannot read the country's hierarchy files in {}",
+            country.display()
+        )
+    })?;
+    let mut copied = 0;
+    for entry in entries {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if (name.starts_with("units_") || name.starts_with("ward_changes_"))
+            && name.ends_with(".csv")
+        {
+            std::fs::copy(&path, hierarchy.join(name))
+                .with_context(|| format!("cannot copy {}", path.display()))?;
+            copied += 1;
+        }
+    }
+    if copied == 0 {
+        bail!("{} holds no units_*.csv file", country.display());
+    }
+    Ok(())
+}
+
+/// Appends synthetic ward-monthly counts to the warehouse's indicator
+/// catalog until it has `wanted` ward-monthly indicators.
+fn add_synthetic_indicators(warehouse: &Warehouse, wanted: usize) -> Result<()> {
+    let catalog = warehouse.load_catalog()?;
+    let version = catalog
+        .hierarchies()
+        .versions()
+        .first()
+        .context("the catalog has no hierarchy version")?;
+    let form = catalog
+        .forms()
+        .iter()
+        .find(|f| f.code == FORM)
+        .with_context(|| format!("the schedule has no {FORM} form"))?;
+    let have = form
+        .indicators
+        .iter()
+        .filter_map(|c| catalog.indicator(c))
+        .filter(|i| i.reporting_level(version) == Level::Ward)
+        .count();
+    if wanted < have {
+        bail!("--indicators {wanted}: the catalog's {FORM} report already has {have}");
+    }
+    let path = warehouse.catalog_dir().join("indicators.csv");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    for n in have + 1..=wanted {
+        writeln!(
+            file,
+            "{SYNTHETIC}{n:03},,Chỉ tiêu thử nghiệm {n},Benchmark indicator {n},culture_social,lượt,count,sum,sum,,ward,month,0,,synthetic (baocao bench-data)"
+        )?;
+    }
+    Ok(())
+}

@@ -7,6 +7,7 @@
 mod support;
 
 mod access;
+mod bench_data;
 mod catalog_tables;
 mod cli_errors;
 mod clients;

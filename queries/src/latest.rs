@@ -32,7 +32,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use crate::live::{LiveDeltaTable, PERIODS_PER_PASS, PartitionMemo};
-use crate::rollup::{Wanted, column_values_for, string_literal};
+use crate::rollup::{Wanted, column_values_for, period_comparison};
 
 /// Output columns, in order.
 const COLUMNS: [&str; 7] = [
@@ -143,6 +143,18 @@ impl LatestReports {
         Ok(latest)
     }
 
+    /// The partition identities of the newest version, for a live table
+    /// (`None` for a table read as of a moment, which keeps nothing).
+    pub(crate) async fn identities(
+        &self,
+        state: &dyn Session,
+    ) -> Result<Option<Arc<HashMap<String, u64>>>> {
+        match &self.cache {
+            Some(cache) => Ok(Some(cache.live.partitions(state).await?.identities)),
+            None => Ok(None),
+        }
+    }
+
     pub fn new(history: Arc<dyn TableProvider>) -> Result<Self> {
         let h = history.schema();
         // The key columns keep their nullability; the others come out of an
@@ -208,39 +220,6 @@ impl LatestReports {
             .filter(|rows| !rows.as_ref().is_ok_and(|r| r.num_rows() == 0))
             .collect()
     }
-}
-
-/// What `filter` says of the rows of period `period`, when it is a
-/// comparison of the period column with a text literal (`None` otherwise).
-fn period_comparison(filter: &Expr, period: &str) -> Option<bool> {
-    use datafusion::logical_expr::{BinaryExpr, Operator};
-    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = filter else {
-        return None;
-    };
-    let text = |e: &Expr| match e {
-        Expr::Literal(..) => string_literal(e),
-        _ => None,
-    };
-    let is_period = |e: &Expr| matches!(e, Expr::Column(c) if c.name == PERIOD);
-    // `period op literal`, or `literal op period` turned around.
-    let (op, literal) = if is_period(left) {
-        (*op, text(right)?)
-    } else if is_period(right) {
-        (op.swap()?, text(left)?)
-    } else {
-        return None;
-    };
-    let p = period;
-    let l = literal.as_str();
-    Some(match op {
-        Operator::Eq => p == l,
-        Operator::NotEq => p != l,
-        Operator::Lt => p < l,
-        Operator::LtEq => p <= l,
-        Operator::Gt => p > l,
-        Operator::GtEq => p >= l,
-        _ => return None,
-    })
 }
 
 /// "Latest per key" over `history`, with `filters` (key-only) below it and

@@ -83,19 +83,31 @@ pub async fn register(
         mem(tables::periods(PERIOD_YEARS).map_err(catalog_err)?)?,
     )?;
     let history = Arc::new(LiveDeltaTable::open(reports).await?);
-    let latest = Arc::new(LatestReports::live(history.clone(), cache_bytes / 3 * 2)?);
+    // The budget: half for each period's latest rows, a quarter for the
+    // arrivals, an eighth for each roll-up's cells.
+    let latest = Arc::new(LatestReports::live(history.clone(), cache_bytes / 2)?);
     let shared = Arc::new(catalog.clone());
     ctx.register_table(
         "rollup",
-        Arc::new(Rollup::new(shared.clone(), latest.clone(), Frame::InForce)),
+        Arc::new(Rollup::new(
+            shared.clone(),
+            latest.clone(),
+            Frame::InForce,
+            cache_bytes / 8,
+        )),
     )?;
     let shared_for_functions = shared.clone();
     ctx.register_table(
         "rollup_current",
-        Arc::new(Rollup::new(shared, latest.clone(), Frame::Current)),
+        Arc::new(Rollup::new(
+            shared,
+            latest.clone(),
+            Frame::Current,
+            cache_bytes / 8,
+        )),
     )?;
     ctx.register_table("reports", latest)?;
-    let arrivals = Arc::new(status::ArrivalsCache::new(history.clone(), cache_bytes / 3));
+    let arrivals = Arc::new(status::ArrivalsCache::new(history.clone(), cache_bytes / 4));
     ctx.register_table(
         "report_status",
         Arc::new(Status::new(

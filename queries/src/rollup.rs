@@ -32,18 +32,22 @@ use baocao_catalog::{
     AcrossTime, AcrossUnits, Catalog, Hierarchies, Indicator, Level, Period, PeriodType,
 };
 use datafusion::arrow::array::{
-    Array, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    Array, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    UInt32Array,
 };
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::catalog::memory::MemorySourceConfig;
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::datasource::{TableProvider, TableType, provider_as_source};
 use datafusion::logical_expr::{
     BinaryExpr, Expr, LogicalPlanBuilder, Operator, TableProviderFilterPushDown, col, lit,
 };
 use datafusion::physical_plan::{ExecutionPlan, collect};
+
+use crate::latest::LatestReports;
+use crate::live::PartitionMemo;
 
 /// Which hierarchy a period rolls up along.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,31 +82,196 @@ pub fn rollup_schema() -> SchemaRef {
 }
 
 /// The roll-up table provider.
-#[derive(Debug)]
 pub struct Rollup {
     catalog: Arc<Catalog>,
-    reports: Arc<dyn TableProvider>,
+    reports: Arc<LatestReports>,
     frame: Frame,
     schema: SchemaRef,
     index: HashMap<usize, VersionIndex>,
+    /// The rows of each (target period, indicator) cell computed so far,
+    /// for every unit, each kept with the identity of the partitions it
+    /// was computed from (see [`Rollup::cell_identity`]).
+    cells: PartitionMemo<RecordBatch>,
+}
+
+impl std::fmt::Debug for Rollup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rollup")
+            .field("frame", &self.frame)
+            .finish()
+    }
 }
 
 impl Rollup {
-    pub fn new(catalog: Arc<Catalog>, reports: Arc<dyn TableProvider>, frame: Frame) -> Self {
+    /// The roll-up of `reports` in `frame`, keeping about `cache_bytes` of
+    /// computed cells.
+    pub fn new(
+        catalog: Arc<Catalog>,
+        reports: Arc<LatestReports>,
+        frame: Frame,
+        cache_bytes: usize,
+    ) -> Self {
         Rollup {
             index: version_index(&catalog),
             catalog,
             reports,
             frame,
             schema: rollup_schema(),
+            cells: PartitionMemo::new(cache_bytes),
         }
+    }
+
+    /// What a cell of target period `p` is a function of: the files of
+    /// every period inside `p` (its source periods of any type), hashed
+    /// with their identities; `None` when none of them has data. The
+    /// catalog and the hierarchy are fixed for the life of the table.
+    fn cell_identity(p: &Period, identities: &HashMap<String, u64>) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        let mut any = false;
+        for kind in PeriodType::ALL {
+            for sp in source_periods(kind, p) {
+                let name = sp.to_string();
+                if let Some(id) = identities.get(&name) {
+                    any = true;
+                    name.hash(&mut hasher);
+                    id.hash(&mut hasher);
+                }
+            }
+        }
+        any.then(|| hasher.finish())
+    }
+
+    /// The rows of `periods` × the wanted indicators, from kept cells
+    /// where their partitions are unchanged, computing the others (every
+    /// unit's rows; the unit and level filters apply afterwards).
+    async fn cached_rows(
+        &self,
+        state: &dyn Session,
+        engine: &Engine<'_>,
+        wanted: &Wanted,
+        periods: Vec<Period>,
+        identities: &HashMap<String, u64>,
+    ) -> Result<RecordBatch> {
+        let targets: Vec<String> = engine
+            .target_indicators(wanted)
+            .iter()
+            .map(|i| i.code.clone())
+            .collect();
+        let mut found: Vec<Arc<RecordBatch>> = Vec::new();
+        let mut missing: Vec<(Period, &str, u64)> = Vec::new();
+        for p in &periods {
+            // No data inside the period: no rows.
+            let Some(identity) = Self::cell_identity(p, identities) else {
+                continue;
+            };
+            for code in &targets {
+                match self.cells.get(&format!("{p}/{code}"), identity) {
+                    Some(cell) => found.push(cell),
+                    None => missing.push((*p, code.as_str(), identity)),
+                }
+            }
+        }
+        tracing::debug!(
+            frame = ?self.frame,
+            kept = found.len(),
+            computed = missing.len(),
+            "roll-up cells"
+        );
+        if !missing.is_empty() {
+            let mut w = Wanted::default();
+            w.sets.insert(
+                C_PERIOD,
+                missing.iter().map(|(p, _, _)| p.to_string()).collect(),
+            );
+            w.sets.insert(
+                C_INDICATOR,
+                missing.iter().map(|(_, c, _)| c.to_string()).collect(),
+            );
+            let plan = engine.plan(&w);
+            let data = self.fetch(state, &plan).await?;
+            let batch = engine.compute(&w, &plan, &data)?;
+            let mut computed = split_cells(&batch)?;
+            for (p, code, identity) in missing {
+                let cell = Arc::new(
+                    computed
+                        .remove(&(p.to_string(), code.to_string()))
+                        .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())),
+                );
+                let bytes = cell.get_array_memory_size();
+                self.cells
+                    .insert(&format!("{p}/{code}"), identity, cell.clone(), bytes);
+                found.push(cell);
+            }
+        }
+        let all = concat_batches(&self.schema, found.iter().map(|c| c.as_ref()))?;
+        if wanted.get(C_UNIT).is_none() && wanted.get(C_LEVEL).is_none() {
+            return Ok(all);
+        }
+        let column = |i: usize| {
+            all.column(i)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .cloned()
+                .ok_or_else(|| DataFusionError::Internal("rollup cell column type".into()))
+        };
+        let (units, levels) = (column(0)?, column(2)?);
+        let mask: BooleanArray = (0..all.num_rows())
+            .map(|r| {
+                Some(
+                    wanted.allows(C_UNIT, units.value(r))
+                        && wanted.allows(C_LEVEL, levels.value(r)),
+                )
+            })
+            .collect();
+        Ok(filter_record_batch(&all, &mask)?)
     }
 }
 
-/// Values allowed per filterable column (`None`: unconstrained).
+/// The computed rows by (period, indicator): `compute` writes each cell's
+/// rows together.
+fn split_cells(batch: &RecordBatch) -> Result<HashMap<(String, String), RecordBatch>> {
+    let text = |i: usize| {
+        batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .cloned()
+            .ok_or_else(|| DataFusionError::Internal("rollup column type".into()))
+    };
+    let (periods, indicators) = (text(3)?, text(5)?);
+    let mut out: HashMap<(String, String), RecordBatch> = HashMap::new();
+    let mut start = 0;
+    for r in 1..=batch.num_rows() {
+        let boundary = r == batch.num_rows()
+            || periods.value(r) != periods.value(start)
+            || indicators.value(r) != indicators.value(start);
+        if boundary {
+            let key = (
+                periods.value(start).to_string(),
+                indicators.value(start).to_string(),
+            );
+            // Copied out of the batch (`take` copies; a slice, or a concat
+            // of one slice, would keep and count the whole batch's buffers).
+            let rows = UInt32Array::from_iter_values(start as u32..r as u32);
+            let slice = take_record_batch(batch, &rows)?;
+            let cell = match out.remove(&key) {
+                Some(earlier) => concat_batches(&batch.schema(), [&earlier, &slice])?,
+                None => slice,
+            };
+            out.insert(key, cell);
+            start = r;
+        }
+    }
+    Ok(out)
+}
+
+/// Values allowed per filterable column (`None`: unconstrained), and the
+/// comparisons of the period with text (`period >= '2024-01'`).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Wanted {
     sets: HashMap<&'static str, BTreeSet<String>>,
+    period_comparisons: Vec<Expr>,
 }
 
 impl Wanted {
@@ -114,6 +283,9 @@ impl Wanted {
     pub(crate) fn from_filters_on(filters: &[Expr], columns: &[&'static str]) -> Wanted {
         let mut w = Wanted::default();
         for f in filters {
+            if columns.contains(&C_PERIOD) && period_comparison(f, "").is_some() {
+                w.period_comparisons.push(f.clone());
+            }
             if let Some((column, values)) = column_values_for(f, columns) {
                 let set: BTreeSet<String> = values.into_iter().collect();
                 w.sets
@@ -131,6 +303,48 @@ impl Wanted {
 
     pub(crate) fn allows(&self, column: &str, value: &str) -> bool {
         self.sets.get(column).is_none_or(|s| s.contains(value))
+            && (column != C_PERIOD
+                || self
+                    .period_comparisons
+                    .iter()
+                    .all(|f| period_comparison(f, value) != Some(false)))
+    }
+
+    /// The periods of `PERIOD_YEARS` the filters allow, when they name
+    /// some or bound them (`None`: every period is allowed).
+    pub(crate) fn periods(&self) -> Option<Vec<Period>> {
+        let allowed = |p: &Period| {
+            self.allows(C_PERIOD, &p.to_string()) && self.allows(C_PTYPE, p.period_type().as_str())
+        };
+        if let Some(set) = self.sets.get(C_PERIOD) {
+            return Some(
+                set.iter()
+                    .filter_map(|s| s.parse::<Period>().ok())
+                    .filter(allowed)
+                    .collect(),
+            );
+        }
+        if self.period_comparisons.is_empty() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for year in crate::PERIOD_YEARS {
+            for kind in PeriodType::ALL {
+                if !self.allows(C_PTYPE, kind.as_str()) {
+                    continue;
+                }
+                let per_year = 12 / kind.months();
+                out.extend((1..=per_year).filter_map(|i| match kind {
+                    PeriodType::Month => Period::month(year, i),
+                    PeriodType::Quarter => Period::quarter(year, i),
+                    PeriodType::HalfYear => Period::half_year(year, i),
+                    PeriodType::Year => Period::year(year),
+                }));
+            }
+        }
+        out.retain(allowed);
+        out.sort();
+        Some(out)
     }
 }
 
@@ -155,6 +369,39 @@ pub(crate) fn string_literal(e: &Expr) -> Option<String> {
     }
 }
 
+/// What `filter` says of the rows of period `period`, when it is a
+/// comparison of the period column with a text literal (`None` otherwise).
+pub(crate) fn period_comparison(filter: &Expr, period: &str) -> Option<bool> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = filter else {
+        return None;
+    };
+    let text = |e: &Expr| match e {
+        Expr::Literal(..) => string_literal(e),
+        _ => None,
+    };
+    let is_period = |e: &Expr| matches!(e, Expr::Column(c) if c.name == PERIOD);
+    // `period op literal`, or `literal op period` turned around.
+    let (op, literal) = if is_period(left) {
+        (*op, text(right)?)
+    } else if is_period(right) {
+        (op.swap()?, text(left)?)
+    } else {
+        return None;
+    };
+    let p = period;
+    let l = literal.as_str();
+    Some(match op {
+        Operator::Eq => p == l,
+        Operator::NotEq => p != l,
+        Operator::Lt => p < l,
+        Operator::LtEq => p <= l,
+        Operator::Gt => p > l,
+        Operator::GtEq => p >= l,
+        _ => return None,
+    })
+}
+
 fn filter_column(e: &Expr, columns: &[&'static str]) -> Option<&'static str> {
     let name = match e {
         Expr::Column(c) => c.name.as_str(),
@@ -174,7 +421,9 @@ pub(crate) fn narrowing(
     filters
         .iter()
         .map(|f| {
-            if column_values_for(f, columns).is_some() {
+            if column_values_for(f, columns).is_some()
+                || (columns.contains(&C_PERIOD) && period_comparison(f, "").is_some())
+            {
                 TableProviderFilterPushDown::Inexact
             } else {
                 TableProviderFilterPushDown::Unsupported
@@ -242,9 +491,17 @@ impl TableProvider for Rollup {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let wanted = Wanted::from_filters(filters);
         let engine = Engine::new(&self.catalog, self.frame, &self.index);
-        let plan = engine.plan(&wanted);
-        let data = self.fetch(state, &plan).await?;
-        let batch = engine.compute(&wanted, &plan, &data)?;
+        let batch = match (wanted.periods(), self.reports.identities(state).await?) {
+            (Some(periods), Some(identities)) => {
+                self.cached_rows(state, &engine, &wanted, periods, &identities)
+                    .await?
+            }
+            _ => {
+                let plan = engine.plan(&wanted);
+                let data = self.fetch(state, &plan).await?;
+                engine.compute(&wanted, &plan, &data)?
+            }
+        };
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![batch]],
             self.schema.clone(),
@@ -419,12 +676,7 @@ impl<'a> Engine<'a> {
             indicators.insert(t.code.clone());
             indicators.extend(Self::components(t));
         }
-        let target_periods: Option<Vec<Period>> = wanted.get(C_PERIOD).map(|set| {
-            set.iter()
-                .filter_map(|s| s.parse::<Period>().ok())
-                .filter(|p| wanted.allows(C_PTYPE, p.period_type().as_str()))
-                .collect()
-        });
+        let target_periods: Option<Vec<Period>> = wanted.periods();
         let periods = target_periods.as_ref().map(|tps| {
             let mut out = BTreeSet::new();
             for p in tps {
@@ -864,6 +1116,63 @@ mod tests {
         assert_eq!(
             column_values_for(&col(C_PERIOD).eq(dictionary), &FILTERABLE),
             Some((C_PERIOD, vec!["2024-07".to_string()]))
+        );
+    }
+
+    #[test]
+    fn period_comparisons_bound_the_periods() {
+        // Months sort before the quarters, halves and years of their year
+        // as text ('-' < 'H' < 'Q'), and a year before its months.
+        let w = Wanted::from_filters(&[
+            col(C_PERIOD).gt_eq(lit("2024-11")),
+            lit("2025-02").gt_eq(col(C_PERIOD)),
+        ]);
+        let names = |w: &Wanted| {
+            w.periods()
+                .map(|ps| ps.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            names(&w),
+            Some(vec![
+                "2024-11".to_string(),
+                "2024-12".to_string(),
+                "2024H1".to_string(),
+                "2024H2".to_string(),
+                "2024Q1".to_string(),
+                "2024Q2".to_string(),
+                "2024Q3".to_string(),
+                "2024Q4".to_string(),
+                "2025".to_string(),
+                "2025-01".to_string(),
+                "2025-02".to_string(),
+            ])
+            .map(|mut v| {
+                v.sort_by_key(|s| s.parse::<Period>().ok());
+                v
+            })
+        );
+        assert!(!w.allows(C_PERIOD, "2024-10") && w.allows(C_PERIOD, "2025-01"));
+        // With a period type, only that type.
+        let months = Wanted::from_filters(&[
+            col(C_PERIOD).gt_eq(lit("2024-11")),
+            col(C_PERIOD).lt_eq(lit("2025-02")),
+            col(C_PTYPE).eq(lit("month")),
+        ]);
+        assert_eq!(names(&months).map(|v| v.len()), Some(4));
+        // A named set is bounded too; no period filter leaves all.
+        let named = Wanted::from_filters(&[
+            in_list(col(C_PERIOD), vec![lit("2024-01"), lit("2024-05")], false),
+            col(C_PERIOD).lt(lit("2024-03")),
+        ]);
+        assert_eq!(names(&named), Some(vec!["2024-01".to_string()]));
+        assert!(
+            Wanted::from_filters(&[col(C_UNIT).eq(lit("01"))])
+                .periods()
+                .is_none()
+        );
+        assert_eq!(
+            narrowing(&[&col(C_PERIOD).lt(lit("2024-03"))], &FILTERABLE),
+            vec![TableProviderFilterPushDown::Inexact]
         );
     }
 

@@ -153,7 +153,11 @@ impl ArrivalsCache {
     /// named), at the table's newest version.
     async fn get(&self, state: &dyn Session, wanted: &Wanted) -> Result<Arrivals> {
         let parts = self.live.partitions(state).await?;
-        let periods = parts.periods(wanted.get("period"));
+        let periods: Vec<String> = parts
+            .periods(wanted.get("period"))
+            .into_iter()
+            .filter(|p| wanted.allows("period", p))
+            .collect();
         let (mut found, missing) = self.entries.split(&parts, periods);
         if missing.is_empty() {
             return Ok(found);
@@ -331,6 +335,7 @@ impl Status {
                 .iter()
                 .filter_map(|p| p.parse::<Period>().ok())
                 .filter(|p| p.period_type() == form.period_type && p.start() <= today)
+                .filter(|p| wanted.allows("period", &p.to_string()))
                 .collect();
         }
         let first = arrivals
@@ -349,7 +354,7 @@ impl Status {
         let now = Period::month_of(today);
         Period::range(form.period_type, first, now)
             .into_iter()
-            .filter(|p| p.start() <= today)
+            .filter(|p| p.start() <= today && wanted.allows("period", &p.to_string()))
             .collect()
     }
 

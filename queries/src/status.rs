@@ -368,6 +368,8 @@ impl Status {
         let h = self.catalog.hierarchies();
         let mut rows = Vec::new();
         for form in forms {
+            let carried: std::collections::HashSet<&str> =
+                form.indicators.iter().map(String::as_str).collect();
             for period in self.periods(form, wanted, arrivals, today) {
                 let Some(vi) = h.index_for(period.last_day()) else {
                     continue;
@@ -387,16 +389,18 @@ impl Status {
                         continue;
                     }
                     let got = arrivals.get(&period_text).and_then(|a| a.get(&code));
-                    let mine: Vec<(i64, i64)> = got
-                        .map(|m| {
-                            form.indicators
-                                .iter()
-                                .filter_map(|i| m.get(i).copied())
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let first = mine.iter().map(|x| x.0).min();
-                    let last = mine.iter().map(|x| x.1).max();
+                    // The unit's arrivals of the form's indicators: their
+                    // number, first and last.
+                    let (mut received, mut first, mut last) = (0i64, None, None);
+                    for (_, (f, l)) in got
+                        .into_iter()
+                        .flatten()
+                        .filter(|(i, _)| carried.contains(i.as_str()))
+                    {
+                        received += 1;
+                        first = Some(first.map_or(*f, |x: i64| x.min(*f)));
+                        last = Some(last.map_or(*l, |x: i64| x.max(*l)));
+                    }
                     let status = match first {
                         Some(f) => {
                             let day = DateTime::from_timestamp_micros(f)
@@ -414,7 +418,7 @@ impl Status {
                         period,
                         form,
                         version: vi,
-                        received_indicators: mine.len() as i64,
+                        received_indicators: received,
                         first,
                         last,
                         deadline,

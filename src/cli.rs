@@ -86,7 +86,7 @@ pub struct LimitsArgs {
     #[arg(long, env = "BAOCAO_MEMORY_LIMIT_MB", default_value_t = 4096)]
     pub memory_limit_mb: usize,
     /// The memory kept between queries for computed partitions (each
-    /// period's latest values and arrivals), in MiB, on top of
+    /// period's latest values and arrivals) and roll-up cells, in MiB, on top of
     /// --memory-limit-mb. Past it, the least recently used periods are
     /// computed again when a query needs them.
     #[arg(long, env = "BAOCAO_CACHE_MB", default_value_t = 3072)]

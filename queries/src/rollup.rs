@@ -491,12 +491,27 @@ impl TableProvider for Rollup {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let wanted = Wanted::from_filters(filters);
         let engine = Engine::new(&self.catalog, self.frame, &self.index);
-        let batch = match (wanted.periods(), self.reports.identities(state).await?) {
-            (Some(periods), Some(identities)) => {
+        let batch = match self.reports.identities(state).await? {
+            Some(identities) => {
+                // Without a period filter: every period that holds data,
+                // and the periods enclosing them.
+                let periods = wanted.periods().unwrap_or_else(|| {
+                    let mut all = BTreeSet::new();
+                    for p in identities.keys().filter_map(|p| p.parse::<Period>().ok()) {
+                        for kind in PeriodType::ALL {
+                            if let Some(e) = p.enclosing(kind)
+                                && wanted.allows(C_PTYPE, kind.as_str())
+                            {
+                                all.insert(e);
+                            }
+                        }
+                    }
+                    all.into_iter().collect()
+                });
                 self.cached_rows(state, &engine, &wanted, periods, &identities)
                     .await?
             }
-            _ => {
+            None => {
                 let plan = engine.plan(&wanted);
                 let data = self.fetch(state, &plan).await?;
                 engine.compute(&wanted, &plan, &data)?

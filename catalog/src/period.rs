@@ -112,6 +112,12 @@ impl Period {
         Self::new(year, PeriodType::Year, 1)
     }
 
+    /// The periods of type `kind` in `year`, in order (none outside the
+    /// supported years).
+    pub fn all_of_year(year: i32, kind: PeriodType) -> impl Iterator<Item = Period> {
+        (1..=12 / kind.months()).filter_map(move |i| Self::new(year, kind, i))
+    }
+
     fn new(year: i32, kind: PeriodType, index: u32) -> Option<Period> {
         let per_year = 12 / kind.months();
         ((MIN_YEAR..=MAX_YEAR).contains(&year) && (1..=per_year).contains(&index))

@@ -230,13 +230,7 @@ pub fn periods(years: std::ops::RangeInclusive<i32>) -> Result<RecordBatch, Cata
     let mut all = Vec::new();
     for y in years {
         for kind in PeriodType::ALL {
-            let per_year = 12 / kind.months();
-            all.extend((1..=per_year).filter_map(|i| match kind {
-                PeriodType::Month => Period::month(y, i),
-                PeriodType::Quarter => Period::quarter(y, i),
-                PeriodType::HalfYear => Period::half_year(y, i),
-                PeriodType::Year => Period::year(y),
-            }));
+            all.extend(Period::all_of_year(y, kind));
         }
     }
     all.sort();

@@ -333,13 +333,7 @@ impl Wanted {
                 if !self.allows(C_PTYPE, kind.as_str()) {
                     continue;
                 }
-                let per_year = 12 / kind.months();
-                out.extend((1..=per_year).filter_map(|i| match kind {
-                    PeriodType::Month => Period::month(year, i),
-                    PeriodType::Quarter => Period::quarter(year, i),
-                    PeriodType::HalfYear => Period::half_year(year, i),
-                    PeriodType::Year => Period::year(year),
-                }));
+                out.extend(Period::all_of_year(year, kind));
             }
         }
         out.retain(allowed);

@@ -107,7 +107,11 @@ pub async fn register(
         )),
     )?;
     ctx.register_table("reports", latest)?;
-    let arrivals = Arc::new(status::ArrivalsCache::new(history.clone(), cache_bytes / 4));
+    let arrivals = Arc::new(status::ArrivalsCache::new(
+        history.clone(),
+        shared_for_functions.clone(),
+        cache_bytes / 4,
+    ));
     ctx.register_table(
         "report_status",
         Arc::new(Status::new(

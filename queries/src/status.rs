@@ -10,12 +10,12 @@
 //! ancestor unit. Both read `reports_history` at each query, so a
 //! submission changes them at once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use baocao_catalog::report::{INDICATOR_CODE, PERIOD, SUBMITTED_AT, UNIT_CODE, WITHDRAWN};
-use baocao_catalog::{Catalog, Form, Period};
+use baocao_catalog::{Catalog, Form, Period, Unit};
 use chrono::{DateTime, FixedOffset, NaiveDate, Offset, Utc};
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
@@ -89,7 +89,7 @@ pub fn completeness_schema() -> SchemaRef {
 }
 
 /// unit, name, level, period, form, [expected, received, on_time, late, missing, pending]
-type CompletenessRow = (String, String, &'static str, String, String, [i64; 6]);
+type CompletenessRow<'a> = (&'a str, &'a str, &'static str, String, &'a str, [i64; 6]);
 
 /// The table provider of both views.
 #[derive(Debug)]
@@ -116,9 +116,20 @@ impl Status {
     }
 }
 
-/// One period's arrivals: unit -> indicator -> first and last submission
-/// time (µs), withdrawals left out.
-type PeriodArrivals = HashMap<String, BTreeMap<String, (i64, i64)>>;
+/// What one unit sent of one form for one period, withdrawals left out.
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    /// How many of the form's indicators arrived.
+    indicators: i64,
+    /// The first and last submission time (µs) of any of them.
+    first: i64,
+    last: i64,
+}
+
+/// One period's arrivals: form -> unit -> what arrived. Summed per form
+/// when computed, so that a status query does one lookup per expected
+/// report rather than one per indicator.
+type PeriodArrivals = HashMap<String, HashMap<String, Received>>;
 
 /// Period -> its arrivals.
 type Arrivals = HashMap<String, Arc<PeriodArrivals>>;
@@ -128,11 +139,12 @@ type Arrivals = HashMap<String, Arc<PeriodArrivals>>;
 /// touched since the last one.
 pub struct ArrivalsCache {
     live: Arc<LiveDeltaTable>,
+    catalog: Arc<Catalog>,
     entries: PartitionMemo<PeriodArrivals>,
 }
 
-/// About what one (unit, indicator) arrival takes in the maps.
-const BYTES_PER_ARRIVAL: usize = 160;
+/// About what one (form, unit) entry takes in the maps.
+const BYTES_PER_ARRIVAL: usize = 96;
 
 impl std::fmt::Debug for ArrivalsCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,10 +153,11 @@ impl std::fmt::Debug for ArrivalsCache {
 }
 
 impl ArrivalsCache {
-    /// Arrivals kept within about `budget` bytes.
-    pub fn new(live: Arc<LiveDeltaTable>, budget: usize) -> Self {
+    /// Arrivals of `catalog`'s forms kept within about `budget` bytes.
+    pub fn new(live: Arc<LiveDeltaTable>, catalog: Arc<Catalog>, budget: usize) -> Self {
         ArrivalsCache {
             live,
+            catalog,
             entries: PartitionMemo::new(budget),
         }
     }
@@ -164,10 +177,12 @@ impl ArrivalsCache {
         }
         let mut computed = Arrivals::new();
         for chunk in missing.chunks(PERIODS_PER_PASS) {
-            computed.extend(compute_arrivals(state, parts.provider.clone(), chunk).await?);
+            computed.extend(
+                compute_arrivals(state, parts.provider.clone(), &self.catalog, chunk).await?,
+            );
         }
         for (p, a) in &computed {
-            let arrivals: usize = a.values().map(BTreeMap::len).sum();
+            let arrivals: usize = a.values().map(HashMap::len).sum();
             self.entries
                 .keep(&parts, p, a.clone(), arrivals * BYTES_PER_ARRIVAL);
         }
@@ -176,10 +191,11 @@ impl ArrivalsCache {
     }
 }
 
-/// The arrivals of `periods`, from the history.
+/// The arrivals of `periods` for each of `catalog`'s forms, from the history.
 async fn compute_arrivals(
     state: &dyn Session,
     history: Arc<dyn TableProvider>,
+    catalog: &Catalog,
     periods: &[String],
 ) -> Result<Arrivals> {
     let mut builder =
@@ -201,9 +217,23 @@ async fn compute_arrivals(
         )?
         .build()?;
     let physical = state.create_physical_plan(&plan).await?;
+    // Indicator -> the forms carrying it.
+    let mut forms_of: HashMap<&str, Vec<&str>> = HashMap::new();
+    for form in catalog.forms() {
+        for i in &form.indicators {
+            forms_of
+                .entry(i.as_str())
+                .or_default()
+                .push(form.code.as_str());
+        }
+    }
     let mut by_period: HashMap<String, PeriodArrivals> = periods
         .iter()
-        .map(|p| (p.clone(), PeriodArrivals::new()))
+        .map(|p| {
+            let forms = catalog.forms().iter();
+            let empty = forms.map(|f| (f.code.clone(), HashMap::new())).collect();
+            (p.clone(), empty)
+        })
         .collect();
     for b in collect(physical, state.task_ctx()).await? {
         let text = |i: usize| -> Result<StringArray> {
@@ -234,12 +264,35 @@ async fn compute_arrivals(
             {
                 continue;
             }
-            by_period
-                .entry(periods.value(r).to_string())
-                .or_default()
-                .entry(units.value(r).to_string())
-                .or_default()
-                .insert(inds.value(r).to_string(), (first.value(r), last.value(r)));
+            // Rows are distinct per (unit, period, indicator): each counts
+            // once for every form carrying the indicator.
+            let (Some(period), Some(forms)) = (
+                by_period.get_mut(periods.value(r)),
+                forms_of.get(inds.value(r)),
+            ) else {
+                continue;
+            };
+            let (f, l) = (first.value(r), last.value(r));
+            for form in forms {
+                let Some(units_of_form) = period.get_mut(*form) else {
+                    continue;
+                };
+                match units_of_form.get_mut(units.value(r)) {
+                    Some(got) => {
+                        got.indicators += 1;
+                        got.first = got.first.min(f);
+                        got.last = got.last.max(l);
+                    }
+                    None => {
+                        let got = Received {
+                            indicators: 1,
+                            first: f,
+                            last: l,
+                        };
+                        units_of_form.insert(units.value(r).to_string(), got);
+                    }
+                }
+            }
         }
     }
     Ok(by_period
@@ -306,8 +359,7 @@ impl TableProvider for Status {
 
 /// One expected report.
 struct StatusRow<'a> {
-    unit: String,
-    name: String,
+    unit: &'a Unit,
     level: &'static str,
     period: Period,
     form: &'a Form,
@@ -340,11 +392,7 @@ impl Status {
         }
         let first = arrivals
             .iter()
-            .filter(|(_, units)| {
-                units
-                    .values()
-                    .any(|inds| inds.keys().any(|i| form.indicators.contains(i)))
-            })
+            .filter(|(_, forms)| forms.get(&form.code).is_some_and(|u| !u.is_empty()))
             .filter_map(|(p, _)| p.parse::<Period>().ok())
             .filter(|p| p.period_type() == form.period_type)
             .min();
@@ -359,7 +407,7 @@ impl Status {
     }
 
     fn statuses<'a>(
-        &self,
+        &'a self,
         forms: &[&'a Form],
         wanted: &Wanted,
         arrivals: &Arrivals,
@@ -368,8 +416,6 @@ impl Status {
         let h = self.catalog.hierarchies();
         let mut rows = Vec::new();
         for form in forms {
-            let carried: std::collections::HashSet<&str> =
-                form.indicators.iter().map(String::as_str).collect();
             for period in self.periods(form, wanted, arrivals, today) {
                 let Some(vi) = h.index_for(period.last_day()) else {
                     continue;
@@ -377,30 +423,22 @@ impl Status {
                 let version = &h.versions()[vi];
                 let level = form.owing_level(version);
                 let deadline = form.deadline(&period);
-                let period_text = period.to_string();
+                let sent = arrivals
+                    .get(&period.to_string())
+                    .and_then(|a| a.get(&form.code));
                 for unit in version.units().filter(|u| u.level == level) {
-                    let code = unit.code.to_string();
+                    let code = unit.code.as_str();
                     // In report_status the unit filter is on the owing unit;
                     // completeness filters after rolling up.
                     if self.view == StatusView::ReportStatus
-                        && (!wanted.allows("unit_code", &code)
+                        && (!wanted.allows("unit_code", code)
                             || !wanted.allows("unit_level", level.as_str()))
                     {
                         continue;
                     }
-                    let got = arrivals.get(&period_text).and_then(|a| a.get(&code));
-                    // The unit's arrivals of the form's indicators: their
-                    // number, first and last.
-                    let (mut received, mut first, mut last) = (0i64, None, None);
-                    for (_, (f, l)) in got
-                        .into_iter()
-                        .flatten()
-                        .filter(|(i, _)| carried.contains(i.as_str()))
-                    {
-                        received += 1;
-                        first = Some(first.map_or(*f, |x: i64| x.min(*f)));
-                        last = Some(last.map_or(*l, |x: i64| x.max(*l)));
-                    }
+                    let got = sent.and_then(|units| units.get(code));
+                    let received = got.map_or(0, |g| g.indicators);
+                    let (first, last) = (got.map(|g| g.first), got.map(|g| g.last));
                     let status = match first {
                         Some(f) => {
                             let day = DateTime::from_timestamp_micros(f)
@@ -412,8 +450,7 @@ impl Status {
                         None => "pending",
                     };
                     rows.push(StatusRow {
-                        unit: code,
-                        name: unit.name.clone(),
+                        unit,
                         level: level.as_str(),
                         period,
                         form,
@@ -432,17 +469,19 @@ impl Status {
 
     fn completeness_batch(&self, rows: &[StatusRow<'_>], wanted: &Wanted) -> Result<RecordBatch> {
         let h = self.catalog.hierarchies();
-        // (unit, period, form) -> [expected, received, on_time, late, missing, pending]
-        let mut cells: BTreeMap<(String, Period, String), (usize, [i64; 6])> = BTreeMap::new();
+        // (unit, period, form) -> (the unit, [expected, received, on_time,
+        // late, missing, pending]); only the units the filters keep.
+        let mut cells: HashMap<(&str, Period, &str), (&Unit, [i64; 6])> = HashMap::new();
         for r in rows {
             let version = &h.versions()[r.version];
-            let Some(code) = baocao_catalog::UnitCode::parse(&r.unit) else {
-                continue;
-            };
-            for a in version.ancestors(&code) {
+            let kept = version.ancestors(&r.unit.code).filter(|a| {
+                wanted.allows("unit_level", a.level.as_str())
+                    && wanted.allows("unit_code", a.code.as_str())
+            });
+            for a in kept {
                 let c = cells
-                    .entry((a.code.to_string(), r.period, r.form.code.clone()))
-                    .or_insert((r.version, [0; 6]));
+                    .entry((a.code.as_str(), r.period, r.form.code.as_str()))
+                    .or_insert((a, [0; 6]));
                 c.1[0] += 1;
                 match r.status {
                     "on_time" => {
@@ -458,31 +497,28 @@ impl Status {
                 }
             }
         }
-        let mut out: Vec<CompletenessRow> = Vec::new();
-        for ((unit, period, form), (vi, n)) in cells {
-            let Some(u) = h.versions()[vi].get_str(&unit) else {
-                continue;
-            };
-            if !wanted.allows("unit_code", &unit) || !wanted.allows("unit_level", u.level.as_str())
-            {
-                continue;
-            }
-            out.push((
-                unit,
-                u.name.clone(),
-                u.level.as_str(),
-                period.to_string(),
-                form,
-                n,
-            ));
-        }
+        let mut cells: Vec<_> = cells.into_iter().collect();
+        cells.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let out: Vec<CompletenessRow> = cells
+            .into_iter()
+            .map(|((code, period, form), (u, n))| {
+                (
+                    code,
+                    u.name.as_str(),
+                    u.level.as_str(),
+                    period.to_string(),
+                    form,
+                    n,
+                )
+            })
+            .collect();
         let pct = |a: i64, b: i64| (b > 0).then(|| (1000.0 * a as f64 / b as f64).round() / 10.0);
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(
-                out.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+                out.iter().map(|r| r.0).collect::<Vec<_>>(),
             )),
             Arc::new(StringArray::from(
-                out.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
+                out.iter().map(|r| r.1).collect::<Vec<_>>(),
             )),
             Arc::new(StringArray::from(
                 out.iter().map(|r| r.2).collect::<Vec<_>>(),
@@ -491,7 +527,7 @@ impl Status {
                 out.iter().map(|r| r.3.as_str()).collect::<Vec<_>>(),
             )),
             Arc::new(StringArray::from(
-                out.iter().map(|r| r.4.as_str()).collect::<Vec<_>>(),
+                out.iter().map(|r| r.4).collect::<Vec<_>>(),
             )),
             Arc::new(Int64Array::from(
                 out.iter().map(|r| r.5[0]).collect::<Vec<_>>(),
@@ -525,10 +561,14 @@ impl Status {
 fn status_batch(rows: &[StatusRow<'_>]) -> Result<RecordBatch> {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(
-            rows.iter().map(|r| r.unit.as_str()).collect::<Vec<_>>(),
+            rows.iter()
+                .map(|r| r.unit.code.as_str())
+                .collect::<Vec<_>>(),
         )),
         Arc::new(StringArray::from(
-            rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            rows.iter()
+                .map(|r| r.unit.name.as_str())
+                .collect::<Vec<_>>(),
         )),
         Arc::new(StringArray::from(
             rows.iter().map(|r| r.level).collect::<Vec<_>>(),

@@ -6,7 +6,7 @@
 //! step, where they prune partitions and files; a filter on another column
 //! (value, submitted_at) must be applied after it and is left to DataFusion.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -14,21 +14,23 @@ use baocao_catalog::report::{
     INDICATOR_CODE, KEY, PERIOD, SUBMISSION_ID, SUBMITTED_AT, SUBMITTED_BY, UNIT_CODE, VALUE,
     WITHDRAWN,
 };
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, StringViewArray};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, StringViewArray, UInt32Array};
 use datafusion::arrow::compute::kernels::cmp::eq;
 use datafusion::arrow::compute::{
     cast, concat_batches, filter_record_batch, sort_to_indices, take_record_batch,
 };
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::Session;
+use datafusion::catalog::memory::MemorySourceConfig;
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result};
-use datafusion::datasource::{MemTable, TableProvider, TableType, provider_as_source};
+use datafusion::datasource::{TableProvider, TableType, provider_as_source};
 use datafusion::functions_aggregate::expr_fn::last_value;
 use datafusion::logical_expr::{
     Expr, LogicalPlanBuilder, TableProviderFilterPushDown, col, lit, when,
 };
+use datafusion::physical_plan::limit::GlobalLimitExec;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use crate::live::{LiveDeltaTable, PERIODS_PER_PASS, PartitionMemo};
@@ -66,10 +68,19 @@ struct PartitionCache {
 }
 
 /// One period's latest rows, ordered by indicator, with where each
-/// indicator's rows are: a query naming indicators takes slices.
+/// indicator's rows are and which rows each unit has: a query naming
+/// indicators takes slices, one naming units takes their rows.
 struct Partition {
     rows: RecordBatch,
     by_indicator: HashMap<String, (usize, usize)>,
+    by_unit: HashMap<String, Vec<u32>>,
+}
+
+/// The key values a query names, which choose a partition's rows.
+#[derive(Default)]
+struct Named<'a> {
+    indicators: Option<&'a BTreeSet<String>>,
+    units: Option<&'a BTreeSet<String>>,
 }
 
 impl Partition {
@@ -100,13 +111,45 @@ impl Partition {
                     .or_insert((i, 1));
             }
         }
-        Ok(Partition { rows, by_indicator })
+        let units = cast(rows.column(0), &DataType::Utf8)?;
+        let mut by_unit: HashMap<String, Vec<u32>> = HashMap::new();
+        if let Some(codes) = units.as_any().downcast_ref::<StringArray>() {
+            for (i, code) in codes.iter().enumerate() {
+                let (Some(code), Ok(i)) = (code, u32::try_from(i)) else {
+                    continue;
+                };
+                match by_unit.get_mut(code) {
+                    Some(rows) => rows.push(i),
+                    None => {
+                        by_unit.insert(code.to_string(), vec![i]);
+                    }
+                }
+            }
+        }
+        Ok(Partition {
+            rows,
+            by_indicator,
+            by_unit,
+        })
     }
 
-    /// The rows of `indicators` (all rows when `None`), as one batch: many
-    /// small batches would cost more downstream than one copy.
-    fn rows(&self, indicators: Option<&std::collections::BTreeSet<String>>) -> Result<RecordBatch> {
-        let Some(codes) = indicators else {
+    /// About the bytes the partition holds.
+    fn bytes(&self) -> usize {
+        let index: usize = self
+            .by_unit
+            .iter()
+            .map(|(u, rows)| u.len() + 4 * rows.len() + 64)
+            .sum();
+        self.rows.get_array_memory_size() + index + 64 * self.by_indicator.len()
+    }
+
+    /// The rows of the named units and indicators (all when not named), as
+    /// one batch: many small batches would cost more downstream than one copy.
+    fn rows(&self, named: &Named<'_>) -> Result<RecordBatch> {
+        if let Some(units) = named.units {
+            return self.rows_of_units(units, named.indicators);
+        }
+        let Some(codes) = named.indicators else {
             return Ok(self.rows.clone());
         };
         if self.by_indicator.keys().all(|c| codes.contains(c)) {
@@ -121,6 +164,39 @@ impl Partition {
             [one] => Ok(one.clone()),
             _ => Ok(concat_batches(&self.rows.schema(), &slices)?),
         }
+    }
+
+    /// The rows of `units`, of `indicators` only when named: a point
+    /// lookup reads a unit's rows, not the whole period.
+    fn rows_of_units(
+        &self,
+        units: &BTreeSet<String>,
+        indicators: Option<&BTreeSet<String>>,
+    ) -> Result<RecordBatch> {
+        let ranges: Option<Vec<(usize, usize)>> = indicators.map(|codes| {
+            codes
+                .iter()
+                .filter_map(|c| self.by_indicator.get(c).copied())
+                .collect()
+        });
+        let carried = |row: u32| {
+            ranges.as_ref().is_none_or(|ranges| {
+                let row = row as usize;
+                ranges
+                    .iter()
+                    .any(|(offset, len)| (*offset..offset + len).contains(&row))
+            })
+        };
+        let mut rows: Vec<u32> = units
+            .iter()
+            .filter_map(|u| self.by_unit.get(u))
+            .flatten()
+            .copied()
+            .filter(|r| carried(*r))
+            .collect();
+        // In the partition's order (by indicator), as a scan would give.
+        rows.sort_unstable();
+        Ok(take_record_batch(&self.rows, &UInt32Array::from(rows))?)
     }
 }
 
@@ -206,17 +282,20 @@ impl LatestReports {
                 computed.push((p.clone(), Arc::new(Partition::new(batch)?)));
             }
             for (p, partition) in &computed {
-                let bytes = partition.rows.get_array_memory_size();
+                let bytes = partition.bytes();
                 cache.entries.keep(&parts, p, partition.clone(), bytes);
             }
             found.extend(computed);
         }
-        let indicators = Wanted::from_filters_on(filters, &[INDICATOR_CODE]);
-        let indicators = indicators.get(INDICATOR_CODE);
+        let keys = Wanted::from_filters_on(filters, &[INDICATOR_CODE, UNIT_CODE]);
+        let named = Named {
+            indicators: keys.get(INDICATOR_CODE),
+            units: keys.get(UNIT_CODE),
+        };
         wanted
             .iter()
             .filter_map(|p| found.remove(p))
-            .map(|partition| partition.rows(indicators))
+            .map(|partition| partition.rows(&named))
             .filter(|rows| !rows.as_ref().is_ok_and(|r| r.num_rows() == 0))
             .collect()
     }
@@ -302,10 +381,14 @@ impl TableProvider for LatestReports {
         Ok(filters
             .iter()
             .map(|f| {
-                if on_key_only(f) {
+                if !on_key_only(f) {
+                    TableProviderFilterPushDown::Unsupported
+                } else if self.cache.is_none() || answered_by_partitions(f) {
                     TableProviderFilterPushDown::Exact
                 } else {
-                    TableProviderFilterPushDown::Unsupported
+                    // The cached rows are already latest per key: DataFusion
+                    // applies the filter on them.
+                    TableProviderFilterPushDown::Inexact
                 }
             })
             .collect())
@@ -322,29 +405,31 @@ impl TableProvider for LatestReports {
             Some(p) => p.iter().filter_map(|i| COLUMNS.get(*i).copied()).collect(),
             None => COLUMNS.to_vec(),
         };
-        let mut plan = match &self.cache {
-            Some(cache) => {
-                // The partitions' latest rows, then the filters on them.
-                let batches = self.cached_batches(cache, state, filters).await?;
-                let rows = MemTable::try_new(self.schema.clone(), vec![batches])?;
-                let mut plan =
-                    LogicalPlanBuilder::scan("reports", provider_as_source(Arc::new(rows)), None)?;
-                // Period and indicator lists chose the partitions and the
-                // slices: only the other filters remain.
-                for f in filters {
-                    let answered = column_values_for(f, &[PERIOD, INDICATOR_CODE]).is_some()
-                        || period_comparison(f, "").is_some();
-                    if !answered {
-                        plan = plan.filter(unqualify(f.clone())?)?;
-                    }
-                }
-                plan.project(wanted.iter().map(|c| col(*c)))?
+        let Some(cache) = &self.cache else {
+            let mut plan =
+                LogicalPlanBuilder::from(latest_plan(self.history.clone(), filters, &wanted)?);
+            if let Some(n) = limit {
+                plan = plan.limit(0, Some(n))?;
             }
-            None => LogicalPlanBuilder::from(latest_plan(self.history.clone(), filters, &wanted)?),
+            return state.create_physical_plan(&plan.build()?).await;
         };
-        if let Some(n) = limit {
-            plan = plan.limit(0, Some(n))?;
-        }
-        state.create_physical_plan(&plan.build()?).await
+        // The partitions' rows the filters name, straight to execution:
+        // the filters this chose by are exact, and DataFusion applies the
+        // others above (it passes a limit only when there are none).
+        let batches = self.cached_batches(cache, state, filters).await?;
+        let rows: Arc<dyn ExecutionPlan> =
+            MemorySourceConfig::try_new_exec(&[batches], self.schema.clone(), projection.cloned())?;
+        Ok(match limit {
+            Some(n) => Arc::new(GlobalLimitExec::new(rows, 0, Some(n))),
+            None => rows,
+        })
     }
+}
+
+/// Whether the cached partitions answer `f` exactly: a list of periods,
+/// indicators or units chooses rows, and a comparison of the period keeps
+/// or drops a partition whole.
+fn answered_by_partitions(f: &Expr) -> bool {
+    column_values_for(f, &[PERIOD, INDICATOR_CODE, UNIT_CODE]).is_some()
+        || period_comparison(f, "").is_some()
 }

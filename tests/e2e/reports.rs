@@ -330,3 +330,99 @@ async fn a_correlated_aggregate_in_the_select_list_answers_per_row() {
     }
     assert!(per_row.iter().any(|r| r.get::<_, i64>(1) > 0));
 }
+
+/// Rows as text, one line per row.
+async fn lines(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn lookups_by_unit_read_the_same_rows_as_the_uncached_table() {
+    // `reports` answers from per-period partitions kept in memory, taking a
+    // named unit's rows through an index; `reports_as_of` computes the
+    // latest values afresh from the history. They must agree on every
+    // filter shape, corrections included.
+    let w = TestWarehouse::demo("2025-05", "2025-07");
+    let server = TestServer::start(&w).await;
+    let client = server.client().await;
+    let first = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(sql, &[])
+                .await
+                .expect("pick")
+                .get::<_, String>(0)
+        }
+    };
+    // A ward with a correction, and another ward.
+    let corrected = first(
+        "SELECT MIN(unit_code) FROM (SELECT unit_code, period, indicator_code FROM reports_history
+         GROUP BY 1, 2, 3 HAVING COUNT(*) > 1)",
+    )
+    .await;
+    let other = first("SELECT MAX(unit_code) FROM reports WHERE period = '2025-06'").await;
+    let shapes = [
+        format!("unit_code = '{corrected}' AND period = '2025-06'"),
+        format!("unit_code = '{corrected}'"),
+        format!(
+            "unit_code IN ('{corrected}', '{other}', '99999') AND indicator_code IN ('births', 'deaths', 'population')"
+        ),
+        format!("'{other}' = unit_code AND period >= '2025-06' AND indicator_code = 'births'"),
+        format!("unit_code = '{corrected}' AND unit_code = '{other}'"),
+        format!("unit_code <> '{corrected}' AND period = '2025-06' AND indicator_code = 'births'"),
+        "unit_code LIKE '0000%' AND period = '2025-07'".to_string(),
+        format!("unit_code = '{other}' AND value > 100"),
+    ];
+    let mut rows = 0;
+    for shape in &shapes {
+        let columns = "unit_code, period, indicator_code, value, submission_id";
+        let cached = lines(
+            &client,
+            &format!("SELECT {columns} FROM reports WHERE {shape} ORDER BY 1, 2, 3"),
+        )
+        .await;
+        let fresh = lines(
+            &client,
+            &format!(
+                "SELECT {columns} FROM reports_as_of('2999-01-01') WHERE {shape} ORDER BY 1, 2, 3"
+            ),
+        )
+        .await;
+        assert_eq!(cached, fresh, "{shape}");
+        rows += cached.len();
+    }
+    assert!(rows > 100, "the shapes selected only {rows} rows");
+    // A limit under exact filters is applied once, on the chosen rows.
+    let limited = lines(
+        &client,
+        &format!("SELECT indicator_code FROM reports WHERE unit_code = '{other}' AND period = '2025-06' LIMIT 3"),
+    )
+    .await;
+    assert_eq!(limited.len(), 3);
+    // And the lookup sees a correction at once.
+    let out = w.ingest("fix.parquet", &[row(&other, "2025-06", "births", 4321.0)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        lines(
+            &client,
+            &format!("SELECT CAST(value AS BIGINT) FROM reports WHERE unit_code = '{other}' AND period = '2025-06' AND indicator_code = 'births'"),
+        )
+        .await,
+        ["4321"]
+    );
+}

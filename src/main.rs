@@ -41,11 +41,15 @@ fn main() -> ExitCode {
     init_logging(&cli.log);
     // Connections run on the main runtime, statements on the query
     // runtime (see `postgres::session`).
+    // A thread that parks gives back what it freed (see `baocao-memory`).
     let runtime = |name: &str| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name(name)
             .thread_stack_size(THREAD_STACK)
+            .on_thread_park(|| {
+                baocao_memory::collect_now_and_then();
+            })
             .build()
     };
     let (runtime, queries) = match (runtime("baocao"), runtime("baocao-query")) {

@@ -612,10 +612,11 @@ async fn memory_returns_after_a_query_load() {
         peak > baseline + 32 * 1024,
         "peak {peak} KiB, baseline {baseline} KiB"
     );
-    // At least half of what the load took comes back (mimalloc purges a
-    // freed page once its thread allocates again; a thread that went idle
-    // right after freeing keeps its last pages).
-    let back = |rss: u64| rss <= baseline + (peak - baseline) / 2;
+    // What the load took comes back, all but a twentieth: each runtime
+    // thread collects its heap when it parks (`baocao-memory`). Without
+    // that, a thread that went idle right after freeing kept its last
+    // pages, about a tenth of the peak's growth here, for good.
+    let back = |rss: u64| rss <= baseline + (peak - baseline) / 20;
     let mut rss = server.rss_kib();
     for _ in 0..100 {
         if back(rss) {

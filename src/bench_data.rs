@@ -161,9 +161,9 @@ pub async fn run(args: &BenchDataArgs) -> Result<()> {
 /// compaction keeps to a few hundred files; but writing a checkpoint and
 /// loading the snapshot afresh from it each cost time in proportion to the
 /// live files, and the benchmark leaves tens of thousands un-compacted on
-/// purpose. Every 20 commits, that made generating `hanoi` quadratic (83
-/// minutes); every 200, a snapshot brought forward one commit at a time
-/// carries at most 200 commits' batches instead.
+/// purpose. Every 20 commits, generating `hanoi` took 83 minutes; every
+/// 200, 58 (a snapshot brought forward one commit at a time then carries up
+/// to 200 commits' batches, which bounds how far this pays).
 const CHECKPOINT_EVERY: u64 = 200;
 
 /// The reports that share a commit, in arrival order.

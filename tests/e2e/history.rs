@@ -1,24 +1,6 @@
 //! As-of queries and compaction.
 
-use crate::support::{TestServer, TestWarehouse, baocao, row, stderr, stdout};
-
-async fn dump(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    client
-        .simple_query(sql)
-        .await
-        .expect("dump")
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect()
-}
+use crate::support::{TestServer, TestWarehouse, baocao, dump, row, stderr, stdout};
 
 #[tokio::test]
 async fn reports_as_of_a_past_moment() {

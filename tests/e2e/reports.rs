@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::support::{Row, TestServer, TestWarehouse, row, stderr, ward_districts};
+use crate::support::{Row, TestServer, TestWarehouse, dump, row, stderr, ward_districts};
 
 /// A deterministic, varied population per ward.
 fn population(code: &str) -> f64 {
@@ -331,25 +331,6 @@ async fn a_correlated_aggregate_in_the_select_list_answers_per_row() {
     assert!(per_row.iter().any(|r| r.get::<_, i64>(1) > 0));
 }
 
-/// Rows as text, one line per row.
-async fn lines(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn lookups_by_unit_read_the_same_rows_as_the_uncached_table() {
     // `reports` answers from per-period partitions kept in memory, taking a
@@ -391,12 +372,12 @@ async fn lookups_by_unit_read_the_same_rows_as_the_uncached_table() {
     let mut rows = 0;
     for shape in &shapes {
         let columns = "unit_code, period, indicator_code, value, submission_id";
-        let cached = lines(
+        let cached = dump(
             &client,
             &format!("SELECT {columns} FROM reports WHERE {shape} ORDER BY 1, 2, 3"),
         )
         .await;
-        let fresh = lines(
+        let fresh = dump(
             &client,
             &format!(
                 "SELECT {columns} FROM reports_as_of('2999-01-01') WHERE {shape} ORDER BY 1, 2, 3"
@@ -408,7 +389,7 @@ async fn lookups_by_unit_read_the_same_rows_as_the_uncached_table() {
     }
     assert!(rows > 100, "the shapes selected only {rows} rows");
     // A limit under exact filters is applied once, on the chosen rows.
-    let limited = lines(
+    let limited = dump(
         &client,
         &format!("SELECT indicator_code FROM reports WHERE unit_code = '{other}' AND period = '2025-06' LIMIT 3"),
     )
@@ -418,7 +399,7 @@ async fn lookups_by_unit_read_the_same_rows_as_the_uncached_table() {
     let out = w.ingest("fix.parquet", &[row(&other, "2025-06", "births", 4321.0)]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
-        lines(
+        dump(
             &client,
             &format!("SELECT CAST(value AS BIGINT) FROM reports WHERE unit_code = '{other}' AND period = '2025-06' AND indicator_code = 'births'"),
         )

@@ -404,3 +404,23 @@ impl Drop for TestServer {
         let _ = self.child.start_kill();
     }
 }
+
+/// The rows of `sql` (simple protocol) as text, one line per row, columns
+/// joined by `|`, NULL as `NULL`.
+pub async fn dump(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect()
+}

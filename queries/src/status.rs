@@ -217,14 +217,15 @@ async fn compute_arrivals(
         )?
         .build()?;
     let physical = state.create_physical_plan(&plan).await?;
-    // Indicator -> the forms carrying it.
+    // Indicator -> the forms carrying it, each once (a form's pushes for
+    // one indicator are consecutive).
     let mut forms_of: HashMap<&str, Vec<&str>> = HashMap::new();
     for form in catalog.forms() {
         for i in &form.indicators {
-            forms_of
-                .entry(i.as_str())
-                .or_default()
-                .push(form.code.as_str());
+            let forms = forms_of.entry(i.as_str()).or_default();
+            if forms.last() != Some(&form.code.as_str()) {
+                forms.push(form.code.as_str());
+            }
         }
     }
     let mut by_period: HashMap<String, PeriodArrivals> = periods

@@ -77,7 +77,6 @@ struct Partition {
 }
 
 /// The key values a query names, which choose a partition's rows.
-#[derive(Default)]
 struct Named<'a> {
     indicators: Option<&'a BTreeSet<String>>,
     units: Option<&'a BTreeSet<String>>,
@@ -401,11 +400,11 @@ impl TableProvider for LatestReports {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let wanted: Vec<&str> = match projection {
-            Some(p) => p.iter().filter_map(|i| COLUMNS.get(*i).copied()).collect(),
-            None => COLUMNS.to_vec(),
-        };
         let Some(cache) = &self.cache else {
+            let wanted: Vec<&str> = match projection {
+                Some(p) => p.iter().filter_map(|i| COLUMNS.get(*i).copied()).collect(),
+                None => COLUMNS.to_vec(),
+            };
             let mut plan =
                 LogicalPlanBuilder::from(latest_plan(self.history.clone(), filters, &wanted)?);
             if let Some(n) = limit {

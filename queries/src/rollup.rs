@@ -366,7 +366,6 @@ pub(crate) fn string_literal(e: &Expr) -> Option<String> {
 /// What `filter` says of the rows of period `period`, when it is a
 /// comparison of the period column with a text literal (`None` otherwise).
 pub(crate) fn period_comparison(filter: &Expr, period: &str) -> Option<bool> {
-    use datafusion::logical_expr::{BinaryExpr, Operator};
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = filter else {
         return None;
     };

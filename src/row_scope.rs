@@ -52,6 +52,19 @@ pub async fn with_access<F: std::future::Future>(access: Arc<Access>, work: F) -
     ACCESS.scope(access, work).await
 }
 
+/// `work` with the rights of the session whose statement the current task
+/// serves, for a task of its own (see `postgres::session`); without them
+/// if there are none.
+pub fn carried<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
+    let access = ACCESS.try_with(Arc::clone).ok();
+    async move {
+        match access {
+            Some(access) => ACCESS.scope(access, work).await,
+            None => work.await,
+        }
+    }
+}
+
 /// Refused for lack of privilege: SQLSTATE 42501.
 #[derive(Debug, thiserror::Error)]
 #[error("permission denied: {0}")]

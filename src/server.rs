@@ -425,7 +425,7 @@ pub async fn run(
         Arc::new(CursorStatementHook),
         Arc::new(postgres::SettingsHook),
         Arc::new(SetShowHook),
-        Arc::new(postgres::SelectHook),
+        Arc::new(postgres::SelectHook::new(queries.clone())),
     ];
     let cancels = Arc::new(postgres::cancel::Cancels::default());
     let handlers = Arc::new(Handlers {

@@ -10,6 +10,17 @@
 //!   server's parameter types (asyncpg) send a number.
 //!
 //! The hook runs last, after every hook that handles its own statements.
+//!
+//! It also plans and runs the queries themselves rather than leaving them
+//! to datafusion-postgres, for two reasons:
+//!
+//! - planning runs as a task of its own on the query runtime
+//!   (`session::planned_apart`), so `statement_timeout` and a cancel
+//!   request end a statement whose planning takes long (an expression of
+//!   thousands of terms), as they end its execution;
+//! - a prepared statement's plan is optimised once per Execute;
+//!   datafusion-postgres 0.19 optimises it, then hands it to
+//!   `execute_logical_plan`, whose physical planning optimises it again.
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -18,7 +29,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, ParamValues};
+use datafusion::common::{Column, DFSchemaRef, ParamValues};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::expr::Placeholder;
 use datafusion::logical_expr::{Expr as DfExpr, Filter, LogicalPlan, Projection, lit};
 use datafusion::prelude::SessionContext;
@@ -27,20 +39,29 @@ use datafusion::sql::sqlparser::ast::{
     self, DataType as SqlType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Query,
     SelectItem, SetExpr, Statement, Value, visit_expressions_mut,
 };
-use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
+use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use pgwire::api::ClientInfo;
 use pgwire::api::portal::Format;
-use pgwire::api::results::Response;
-use pgwire::error::PgWireResult;
+use futures::StreamExt;
+use pgwire::api::results::{QueryResponse, Response};
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::types::format::FormatOptions;
 
+use super::session::{planned_apart, result_format};
 use super::{rewrite, settings};
 use crate::sqlstate::df_error;
 
-pub struct SelectHook;
+pub struct SelectHook {
+    /// Where queries are planned (see the module's documentation).
+    queries: tokio::runtime::Handle,
+}
 
 impl SelectHook {
+    pub fn new(queries: tokio::runtime::Handle) -> SelectHook {
+        SelectHook { queries }
+    }
+
     /// Plans `statement` with PostgreSQL's names, session functions and
     /// parameter types.
     async fn plan(
@@ -53,15 +74,57 @@ impl SelectHook {
         let renames = name_columns(&mut statement);
         substitute_session_functions(&mut statement, client)?;
         rewrite::postgres_forms(&mut statement, client);
-        let plan = ctx
-            .state()
-            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
-            .await
-            .map_err(df_error)?;
-        let plan = type_limit_placeholders(plan).map_err(df_error)?;
-        let plan = keep_parameter_positions(plan).map_err(df_error)?;
-        let plan = rewrite::boolean_literals(plan).map_err(df_error)?;
-        Ok(rename_outputs(plan, &renames))
+        let state = ctx.state();
+        planned_apart(&self.queries, async move {
+            let plan = state
+                .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+                .await
+                .map_err(df_error)?;
+            let plan = type_limit_placeholders(plan).map_err(df_error)?;
+            let plan = keep_parameter_positions(plan).map_err(df_error)?;
+            let plan = rewrite::boolean_literals(plan).map_err(df_error)?;
+            Ok(rename_outputs(plan, &renames))
+        })
+        .await
+    }
+
+    /// Runs `plan`: optimised and planned physically apart, its rows
+    /// computed as they are sent, in `format`.
+    async fn run(
+        &self,
+        plan: LogicalPlan,
+        ctx: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+        format: &Format,
+    ) -> PgWireResult<Response> {
+        let schema: DFSchemaRef = plan.schema().clone();
+        let state = ctx.state();
+        let batches: SendableRecordBatchStream = planned_apart(&self.queries, async move {
+            // Optimises the plan, then plans it physically.
+            let physical = state.create_physical_plan(&plan).await.map_err(df_error)?;
+            datafusion::physical_plan::execute_stream(physical, state.task_ctx())
+                .map_err(df_error)
+        })
+        .await?;
+        // As arrow-pg's `encode_dataframe` encodes a DataFrame's rows.
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let fields = Arc::new(arrow_schema_to_pg_fields(
+            schema.as_arrow(),
+            format,
+            Some(options),
+        )?);
+        let row_fields = fields.clone();
+        let rows = batches
+            .map(move |batch| match batch {
+                Ok(batch) => futures::stream::iter(encode_recordbatch(row_fields.clone(), batch))
+                    .left_stream(),
+                Err(e) => {
+                    futures::stream::once(async move { Err(PgWireError::ApiError(e.into())) })
+                        .right_stream()
+                }
+            })
+            .flatten();
+        Ok(Response::Query(QueryResponse::new(fields, rows)))
     }
 }
 
@@ -100,10 +163,7 @@ impl QueryHook for SelectHook {
             apply_set_config(statement, client).await?;
             // `statement_timeout` is enforced around the whole statement,
             // rows included (see `session`).
-            let df = ctx.execute_logical_plan(plan).await.map_err(df_error)?;
-            let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-            let response = encode_dataframe(df, &Format::UnifiedText, Some(options)).await?;
-            Ok(Response::Query(response))
+            self.run(plan, ctx, &*client, &Format::UnifiedText).await
         }
         .await;
         Some(result)
@@ -124,18 +184,29 @@ impl QueryHook for SelectHook {
     async fn handle_extended_query(
         &self,
         statement: &Statement,
-        _logical_plan: &LogicalPlan,
-        _params: &ParamValues,
-        _ctx: &SessionContext,
+        plan: &LogicalPlan,
+        params: &ParamValues,
+        ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if matches!(statement, Statement::Query(_))
-            && let Err(e) = apply_set_config(statement, client).await
-        {
+        if !matches!(statement, Statement::Query(_)) {
+            return None;
+        }
+        if let Err(e) = apply_set_config(statement, client).await {
             return Some(Err(e));
         }
-        // datafusion-postgres runs the plan made at Parse.
-        None
+        // The result formats the client bound; without them (a session
+        // other than `session::Session`), datafusion-postgres runs it.
+        let format = result_format()?;
+        let result = async {
+            let plan = plan
+                .clone()
+                .replace_params_with_values(params)
+                .map_err(df_error)?;
+            self.run(plan, ctx, &*client, &format).await
+        }
+        .await;
+        Some(result)
     }
 }
 

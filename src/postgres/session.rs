@@ -9,7 +9,9 @@
 //! query runtime of its own. A CPU-bound plan never yields while it has
 //! input, so on a shared runtime two heavy statements would occupy every
 //! worker and no timer, cancel request or other client would be served
-//! until they finished.
+//! until they finished. Planning never yields either: queries are planned
+//! as tasks of their own on the query runtime (`planned_apart`), and the
+//! connection waits for them under the statement's stops.
 //! PostgreSQL takes a parameter's type from the client when the client
 //! gives one (pgjdbc's `setLong`/`setDouble`, psycopg's binary parameters,
 //! asyncpg's introspected types) and infers it only otherwise.
@@ -181,7 +183,12 @@ impl QueryParser for TypedParser {
             statement?;
             return Ok(Some((sql.to_string(), None)));
         }
-        let parsed = self.inner.parse_sql(client, sql, types).await?;
+        // Planned apart (`SelectHook`), so a stop ends the wait.
+        let parsed = until(
+            Stops::now(client),
+            self.inner.parse_sql(client, sql, types),
+        )
+        .await?;
         Ok(match parsed {
             Some((sql, Some((statement, plan)))) => {
                 Some((sql, Some((statement, apply_declared_types(plan, types)?))))
@@ -326,6 +333,44 @@ impl Stops {
             () = cancel => canceled(),
         }
     }
+}
+
+/// Runs `work` (planning a statement) on a thread of its own, from the
+/// blocking pool of `runtime` (the query runtime, where what it spawns
+/// goes), with the session's rights (`row_scope`). Planning never yields:
+/// inline in the connection's task it would hold off the statement's
+/// timeout and cancel until it ended, and on a runtime worker it would
+/// hold off that worker's other tasks. Dropping the returned future (a stop
+/// fired) answers the client at once; the thread ends where planning ends,
+/// its result unused.
+pub(super) async fn planned_apart<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    work: impl std::future::Future<Output = PgWireResult<T>> + Send + 'static,
+) -> PgWireResult<T> {
+    let work = crate::row_scope::carried(work);
+    let on = runtime.clone();
+    match runtime.spawn_blocking(move || on.block_on(work)).await {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::error!("planning a statement failed: {e}");
+            Err(crate::sqlstate::user_error(
+                crate::sqlstate::INTERNAL_ERROR,
+                "internal error while planning the statement".to_string(),
+            ))
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The result column formats of the portal being executed.
+    static RESULT_FORMAT: Format;
+}
+
+/// The result column formats the client bound for the statement the
+/// current task executes (set by `Session`'s extended `do_query`, because
+/// datafusion-postgres's hooks are not given the portal).
+pub(super) fn result_format() -> Option<Format> {
+    RESULT_FORMAT.try_with(Format::clone).ok()
 }
 
 /// Runs `work` (planning a statement) until a stop fires.
@@ -509,14 +554,17 @@ impl ExtendedQueryHandler for Session {
         }
         let response = crate::row_scope::with_access(
             access,
-            until(
-                stops.clone(),
-                self.on_queries(ExtendedQueryHandler::do_query(
-                    &*self.inner,
-                    client,
-                    portal,
-                    max_rows,
-                )),
+            RESULT_FORMAT.scope(
+                portal.result_column_format.clone(),
+                until(
+                    stops.clone(),
+                    self.on_queries(ExtendedQueryHandler::do_query(
+                        &*self.inner,
+                        client,
+                        portal,
+                        max_rows,
+                    )),
+                ),
             ),
         )
         .await?;

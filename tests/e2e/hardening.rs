@@ -220,6 +220,9 @@ async fn the_server_survives_a_wire_fuzzer() {
     // And new clients are served.
     let client = server.client().await;
     assert_serves(&client).await;
+    // No decoder panicked on the way: a panic ends only its connection,
+    // which the checks above would not notice.
+    assert_eq!(server.panics(), Vec::<String>::new(), "the server panicked");
 }
 
 /// Asserts that `client` is served: `SELECT 1` answers 1.
@@ -465,6 +468,58 @@ async fn statement_timeout_cancels_a_running_statement() {
         .expect("count")
         .get(0);
     assert!(n > 0);
+}
+
+/// A statement whose planning takes long: an arithmetic chain within the
+/// complexity bound (DataFusion's planning grows with the square of its
+/// length), whose execution is one row.
+fn slow_to_plan() -> (String, i64) {
+    let terms = 1200;
+    (format!("SELECT {}", vec!["1"; terms].join(" + ")), terms as i64)
+}
+
+/// `statement_timeout` and cancel requests end a statement while it is
+/// still being planned, not when planning ends: the same statement without
+/// a timeout, started first on another connection, is still being planned
+/// when the timed-out one has its answer.
+#[tokio::test]
+async fn statement_timeout_ends_a_statement_still_being_planned() {
+    let w = TestWarehouse::empty();
+    let server = TestServer::start(&w).await;
+    let (sql, sum) = slow_to_plan();
+    let patient = server.client().await;
+    let hasty = server.client().await;
+    hasty
+        .batch_execute("SET statement_timeout = 200")
+        .await
+        .expect("set");
+    let patient_sql = sql.clone();
+    let planning = tokio::spawn(async move {
+        let rows = patient.simple_query(&patient_sql).await?;
+        Ok::<_, tokio_postgres::Error>(rows)
+    });
+    let simple = hasty.simple_query(&sql).await.expect_err("timed out");
+    assert_eq!(simple.code().map(|c| c.code()), Some("57014"), "{simple}");
+    // Parse plans the statement: the timeout ends it there too.
+    let extended = hasty.prepare(&sql).await.expect_err("timed out");
+    assert_eq!(
+        extended.code().map(|c| c.code()),
+        Some("57014"),
+        "{extended}"
+    );
+    assert!(
+        !planning.is_finished(),
+        "the statement without a timeout was planned before the timed-out ones were answered"
+    );
+    // The patient statement ends with the right answer.
+    let rows = planning.await.expect("task").expect("planned in the end");
+    let value = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(value, Some(sum.to_string()));
+    // The timed-out connection goes on.
+    assert_serves(&hasty).await;
 }
 
 /// CPU ticks the server used over the last half second.

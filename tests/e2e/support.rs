@@ -220,10 +220,14 @@ pub fn ward_districts() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A running `baocao serve`, stopped when dropped.
+/// A running `baocao serve`, stopped when dropped. Dropping it also
+/// asserts that the server never panicked (a panic in a connection's task
+/// ends that connection only, so a test would not see it otherwise).
 pub struct TestServer {
     child: Child,
     pub port: u16,
+    /// The lines of the server's standard error that report a panic.
+    panics: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl TestServer {
@@ -255,10 +259,22 @@ impl TestServer {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn server");
+        // Pass the server's log on, and keep the panics it reports.
+        let panics = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut log = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let kept = panics.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = log.next_line().await {
+                eprintln!("{line}");
+                if line.contains("panicked") {
+                    kept.lock().expect("panics").push(line);
+                }
+            }
+        });
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         // A guard against a hung start-up, not a performance bound.
@@ -275,7 +291,16 @@ impl TestServer {
         .expect("server start-up");
         // Keep draining stdout so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        TestServer { child, port }
+        TestServer {
+            child,
+            port,
+            panics,
+        }
+    }
+
+    /// The panics the server has reported so far.
+    pub fn panics(&self) -> Vec<String> {
+        self.panics.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
     /// The CPU time the server process has used so far, in clock ticks
@@ -402,6 +427,9 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
+        if !std::thread::panicking() {
+            assert_eq!(self.panics(), Vec::<String>::new(), "the server panicked");
+        }
     }
 }
 

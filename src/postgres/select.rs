@@ -14,10 +14,10 @@
 //! It also plans and runs the queries themselves rather than leaving them
 //! to datafusion-postgres, for two reasons:
 //!
-//! - planning runs as a task of its own on the query runtime
-//!   (`session::planned_apart`), so `statement_timeout` and a cancel
-//!   request end a statement whose planning takes long (an expression of
-//!   thousands of terms), as they end its execution;
+//! - a long statement is planned on a thread of its own
+//!   (`session::planned`), so `statement_timeout` and a cancel request end
+//!   a statement whose planning takes long (an expression of thousands of
+//!   terms), as they end its execution;
 //! - a prepared statement's plan is optimised once per Execute;
 //!   datafusion-postgres 0.19 optimises it, then hands it to
 //!   `execute_logical_plan`, whose physical planning optimises it again.
@@ -41,14 +41,14 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::hooks::{HookClient, QueryHook};
+use futures::StreamExt;
 use pgwire::api::ClientInfo;
 use pgwire::api::portal::Format;
-use futures::StreamExt;
 use pgwire::api::results::{QueryResponse, Response};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::types::format::FormatOptions;
 
-use super::session::{planned_apart, result_format};
+use super::session::{long, planned, result_format};
 use super::{rewrite, settings};
 use crate::sqlstate::df_error;
 
@@ -75,7 +75,8 @@ impl SelectHook {
         substitute_session_functions(&mut statement, client)?;
         rewrite::postgres_forms(&mut statement, client);
         let state = ctx.state();
-        planned_apart(&self.queries, async move {
+        let long = long(&statement);
+        planned(&self.queries, client, long, async move {
             let plan = state
                 .statement_to_plan(DfStatement::Statement(Box::new(statement)))
                 .await
@@ -88,10 +89,12 @@ impl SelectHook {
         .await
     }
 
-    /// Runs `plan`: optimised and planned physically apart, its rows
-    /// computed as they are sent, in `format`.
+    /// Runs `plan`, made from `statement`: optimised and planned
+    /// physically (apart if long), its rows computed as they are sent, in
+    /// `format`.
     async fn run(
         &self,
+        statement: &Statement,
         plan: LogicalPlan,
         ctx: &SessionContext,
         client: &(dyn ClientInfo + Send + Sync),
@@ -99,11 +102,11 @@ impl SelectHook {
     ) -> PgWireResult<Response> {
         let schema: DFSchemaRef = plan.schema().clone();
         let state = ctx.state();
-        let batches: SendableRecordBatchStream = planned_apart(&self.queries, async move {
+        let long = long(statement);
+        let batches: SendableRecordBatchStream = planned(&self.queries, client, long, async move {
             // Optimises the plan, then plans it physically.
             let physical = state.create_physical_plan(&plan).await.map_err(df_error)?;
-            datafusion::physical_plan::execute_stream(physical, state.task_ctx())
-                .map_err(df_error)
+            datafusion::physical_plan::execute_stream(physical, state.task_ctx()).map_err(df_error)
         })
         .await?;
         // As arrow-pg's `encode_dataframe` encodes a DataFrame's rows.
@@ -163,7 +166,8 @@ impl QueryHook for SelectHook {
             apply_set_config(statement, client).await?;
             // `statement_timeout` is enforced around the whole statement,
             // rows included (see `session`).
-            self.run(plan, ctx, &*client, &Format::UnifiedText).await
+            self.run(statement, plan, ctx, &*client, &Format::UnifiedText)
+                .await
         }
         .await;
         Some(result)
@@ -203,7 +207,7 @@ impl QueryHook for SelectHook {
                 .clone()
                 .replace_params_with_values(params)
                 .map_err(df_error)?;
-            self.run(plan, ctx, &*client, &format).await
+            self.run(statement, plan, ctx, &*client, &format).await
         }
         .await;
         Some(result)

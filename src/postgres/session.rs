@@ -9,9 +9,9 @@
 //! query runtime of its own. A CPU-bound plan never yields while it has
 //! input, so on a shared runtime two heavy statements would occupy every
 //! worker and no timer, cancel request or other client would be served
-//! until they finished. Planning never yields either: queries are planned
-//! as tasks of their own on the query runtime (`planned_apart`), and the
-//! connection waits for them under the statement's stops.
+//! until they finished. Planning never yields either: a long query is
+//! planned on a thread of its own (`planned`), and the connection waits
+//! for it under the statement's stops.
 //! PostgreSQL takes a parameter's type from the client when the client
 //! gives one (pgjdbc's `setLong`/`setDouble`, psycopg's binary parameters,
 //! asyncpg's introspected types) and infers it only otherwise.
@@ -184,11 +184,7 @@ impl QueryParser for TypedParser {
             return Ok(Some((sql.to_string(), None)));
         }
         // Planned apart (`SelectHook`), so a stop ends the wait.
-        let parsed = until(
-            Stops::now(client),
-            self.inner.parse_sql(client, sql, types),
-        )
-        .await?;
+        let parsed = until(Stops::now(client), self.inner.parse_sql(client, sql, types)).await?;
         Ok(match parsed {
             Some((sql, Some((statement, plan)))) => {
                 Some((sql, Some((statement, apply_declared_types(plan, types)?))))
@@ -335,21 +331,69 @@ impl Stops {
     }
 }
 
-/// Runs `work` (planning a statement) on a thread of its own, from the
-/// blocking pool of `runtime` (the query runtime, where what it spawns
-/// goes), with the session's rights (`row_scope`). Planning never yields:
-/// inline in the connection's task it would hold off the statement's
-/// timeout and cancel until it ended, and on a runtime worker it would
-/// hold off that worker's other tasks. Dropping the returned future (a stop
+/// Statements with more expressions than this are planned apart (see
+/// `planned`). DataFusion plans an expression of 64 nodes in about 2 ms;
+/// its planning time grows with the square of the expression's length (a
+/// chain of 1,990 terms, within the complexity bound, takes 4 s).
+const PLANNED_INLINE_UP_TO: usize = 64;
+
+/// Whether `statement` is long enough to be planned apart: it has more
+/// than `PLANNED_INLINE_UP_TO` expressions.
+pub(super) fn long(statement: &ast::Statement) -> bool {
+    let mut n = 0;
+    let _ = ast::visit_expressions(statement, |_| {
+        n += 1;
+        if n > PLANNED_INLINE_UP_TO {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    });
+    n > PLANNED_INLINE_UP_TO
+}
+
+/// A session plans one statement at a time. The planning of a statement
+/// whose client was already answered (a stop fired) goes on until it ends,
+/// and the session's next statement waits for it: a client cannot pile up
+/// plannings it abandoned, and, like a PostgreSQL backend, a session keeps
+/// at most one planner busy.
+#[derive(Default)]
+struct PlanningSlot(Arc<tokio::sync::Mutex<()>>);
+
+/// Runs `work`, which plans a statement for `client`'s session, apart if
+/// the statement is `long`.
+///
+/// A short statement is planned inline: it takes a millisecond or two, less
+/// than handing it to another thread. A long one is planned on a thread
+/// of its own, from the blocking pool of `runtime` (the query runtime,
+/// where what it spawns goes), with the session's rights (`row_scope`).
+/// Planning never yields: inline in the connection's task it would hold
+/// off the statement's timeout and cancel until it ended, and on a runtime
+/// worker that worker's other tasks. Dropping the returned future (a stop
 /// fired) answers the client at once; the thread ends where planning ends,
-/// its result unused.
-pub(super) async fn planned_apart<T: Send + 'static>(
+/// its result unused, holding the session's `PlanningSlot` until then.
+pub(super) async fn planned<T: Send + 'static>(
     runtime: &tokio::runtime::Handle,
+    client: &(dyn ClientInfo + Send + Sync),
+    long: bool,
     work: impl std::future::Future<Output = PgWireResult<T>> + Send + 'static,
 ) -> PgWireResult<T> {
+    let slot = client
+        .session_extensions()
+        .get_or_insert_with(PlanningSlot::default)
+        .0
+        .clone();
+    let turn = slot.lock_owned().await;
+    if !long {
+        return work.await;
+    }
     let work = crate::row_scope::carried(work);
     let on = runtime.clone();
-    match runtime.spawn_blocking(move || on.block_on(work)).await {
+    let thread = runtime.spawn_blocking(move || {
+        let _turn = turn;
+        on.block_on(work)
+    });
+    match thread.await {
         Ok(result) => result,
         Err(e) => {
             tracing::error!("planning a statement failed: {e}");

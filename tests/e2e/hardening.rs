@@ -475,13 +475,16 @@ async fn statement_timeout_cancels_a_running_statement() {
 /// length), whose execution is one row.
 fn slow_to_plan() -> (String, i64) {
     let terms = 1200;
-    (format!("SELECT {}", vec!["1"; terms].join(" + ")), terms as i64)
+    (
+        format!("SELECT {}", vec!["1"; terms].join(" + ")),
+        terms as i64,
+    )
 }
 
-/// `statement_timeout` and cancel requests end a statement while it is
-/// still being planned, not when planning ends: the same statement without
-/// a timeout, started first on another connection, is still being planned
-/// when the timed-out one has its answer.
+/// `statement_timeout` ends a statement while it is still being planned,
+/// not when planning ends: the same statement without a timeout, started
+/// first on another connection, is still being planned when the timed-out
+/// one has its answer.
 #[tokio::test]
 async fn statement_timeout_ends_a_statement_still_being_planned() {
     let w = TestWarehouse::empty();
@@ -518,7 +521,12 @@ async fn statement_timeout_ends_a_statement_still_being_planned() {
         _ => None,
     });
     assert_eq!(value, Some(sum.to_string()));
-    // The timed-out connection goes on.
+    // The timed-out connection goes on (its next statement waits for the
+    // planning it abandoned: a session plans one statement at a time).
+    hasty
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .expect("reset");
     assert_serves(&hasty).await;
 }
 

@@ -428,9 +428,20 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
         if !std::thread::panicking() {
-            assert_eq!(self.panics(), Vec::<String>::new(), "the server panicked");
+            assert_no_panics(self);
         }
     }
+}
+
+/// Asserts that `server` has reported no panic, showing the first ones.
+pub fn assert_no_panics(server: &TestServer) {
+    let panics = server.panics();
+    assert!(
+        panics.is_empty(),
+        "the server panicked {} times, first: {:#?}",
+        panics.iter().filter(|l| l.starts_with("thread")).count(),
+        &panics[..panics.len().min(4)]
+    );
 }
 
 /// The rows of `sql` (simple protocol) as text, one line per row, columns

@@ -32,7 +32,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, FromTable, Ident,
-    ObjectName, Statement, TableFactor, TableObject,
+    ObjectName, SetExpr, Statement, TableFactor, TableObject,
 };
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use futures::{Sink, SinkExt};
@@ -539,8 +539,22 @@ fn refused(stmt: &Statement) -> Option<&'static str> {
         Statement::Copy { .. } => {
             "this COPY (COPY reports FROM STDIN and COPY ... TO STDOUT are supported)"
         }
+        // DataFusion would plan it as a table in the engine every session
+        // shares, filled with this session's rows.
+        Statement::Query(q) if selects_into(&q.body) => "SELECT INTO",
         _ => return None,
     })
+}
+
+/// Whether a query body has an `INTO` clause (in any branch of a set
+/// operation).
+fn selects_into(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Select(select) => select.into.is_some(),
+        SetExpr::SetOperation { left, right, .. } => selects_into(left) || selects_into(right),
+        SetExpr::Query(q) => selects_into(&q.body),
+        _ => false,
+    }
 }
 
 /// The COPY options we honour.

@@ -354,11 +354,23 @@ pub(super) fn long(statement: &ast::Statement) -> bool {
 
 /// A session plans one statement at a time. The planning of a statement
 /// whose client was already answered (a stop fired) goes on until it ends,
-/// and the session's next statement waits for it: a client cannot pile up
-/// plannings it abandoned, and, like a PostgreSQL backend, a session keeps
-/// at most one planner busy.
+/// and the session's next statement waits for it: like a PostgreSQL
+/// backend, a session keeps at most one planner busy.
 #[derive(Default)]
 struct PlanningSlot(Arc<tokio::sync::Mutex<()>>);
+
+/// Long statements planned at once, across sessions: a client that hangs
+/// up and connects again cannot pile up the plannings it abandoned either.
+/// Twice the cores; short statements, planned inline, do not count.
+fn planners() -> Arc<tokio::sync::Semaphore> {
+    static PLANNERS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    PLANNERS
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            Arc::new(tokio::sync::Semaphore::new(2 * cores))
+        })
+        .clone()
+}
 
 /// Runs `work`, which plans a statement for `client`'s session, apart if
 /// the statement is `long`.
@@ -371,7 +383,8 @@ struct PlanningSlot(Arc<tokio::sync::Mutex<()>>);
 /// off the statement's timeout and cancel until it ended, and on a runtime
 /// worker that worker's other tasks. Dropping the returned future (a stop
 /// fired) answers the client at once; the thread ends where planning ends,
-/// its result unused, holding the session's `PlanningSlot` until then.
+/// its result unused, holding the session's `PlanningSlot` and its place
+/// among the `planners` until then.
 pub(super) async fn planned<T: Send + 'static>(
     runtime: &tokio::runtime::Handle,
     client: &(dyn ClientInfo + Send + Sync),
@@ -387,10 +400,16 @@ pub(super) async fn planned<T: Send + 'static>(
     if !long {
         return work.await;
     }
+    let Ok(planner) = planners().acquire_owned().await else {
+        return Err(crate::sqlstate::user_error(
+            crate::sqlstate::INTERNAL_ERROR,
+            "the server is shutting down".to_string(),
+        ));
+    };
     let work = crate::row_scope::carried(work);
     let on = runtime.clone();
     let thread = runtime.spawn_blocking(move || {
-        let _turn = turn;
+        let _held = (turn, planner);
         on.block_on(work)
     });
     match thread.await {

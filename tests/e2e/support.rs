@@ -1,6 +1,7 @@
 //! Starting warehouses and servers for the tests.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -265,14 +266,23 @@ impl TestServer {
             .expect("spawn server");
         // Pass the server's log on, and keep the panics it reports.
         let panics = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut log = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut log = BufReader::new(child.stderr.take().expect("stderr"));
         let kept = panics.clone();
         tokio::spawn(async move {
-            while let Ok(Some(line)) = log.next_line().await {
-                eprintln!("{line}");
-                if line.contains("panicked") {
-                    kept.lock().expect("panics").push(line);
+            // Any bytes, to the end: a full pipe would block the server.
+            let mut line = Vec::new();
+            while let Ok(n) = log.read_until(b'\n', &mut line).await {
+                if n == 0 {
+                    break;
                 }
+                let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                let _ = writeln!(std::io::stderr(), "{text}");
+                if text.contains("panicked")
+                    && let Ok(mut kept) = kept.lock()
+                {
+                    kept.push(text);
+                }
+                line.clear();
             }
         });
         let stdout = child.stdout.take().expect("stdout");

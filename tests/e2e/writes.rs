@@ -161,6 +161,7 @@ async fn other_writes_and_ddl_are_refused() {
         "CREATE TABLE x (a INT)",
         "CREATE VIEW v AS SELECT 1",
         "COPY units FROM STDIN",
+        "SELECT code INTO copied FROM units",
     ] {
         let err = client.simple_query(sql).await.expect_err(sql);
         assert_eq!(
@@ -168,7 +169,19 @@ async fn other_writes_and_ddl_are_refused() {
             Some(&SqlState::INSUFFICIENT_PRIVILEGE),
             "{sql}: {err}"
         );
+        let err = client.prepare(sql).await.expect_err(sql);
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}, extended protocol: {err}"
+        );
     }
+    // SELECT INTO made no table.
+    let err = client
+        .simple_query("SELECT * FROM copied")
+        .await
+        .expect_err("no such table");
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE), "{err}");
     // The tables are all still there.
     let n: i64 = client
         .query_one("SELECT COUNT(*) FROM units", &[])

@@ -24,9 +24,10 @@ use crate::sqlstate;
 
 /// The deepest statement accepted: about PostgreSQL's own reach with its
 /// default stack, and a filter of 1,000 `col = value OR ...` terms. Depth
-/// costs time too: DataFusion plans a chain of 2,000 `+` in about three
-/// seconds (the time grows with the square of the depth), and planning is
-/// not interrupted by a statement timeout.
+/// costs time too: DataFusion plans a chain of 2,000 `+` in about four
+/// seconds (the time grows with the square of the depth). A statement
+/// timeout or cancel answers the client meanwhile (`session::planned`), but
+/// the planning itself runs to its end.
 pub const MAX_DEPTH: usize = 2_000;
 
 /// Refuses a statement nested deeper than [`MAX_DEPTH`] with SQLSTATE 54001.

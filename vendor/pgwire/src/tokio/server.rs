@@ -3,7 +3,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 #[cfg(any(feature = "_ring", feature = "_aws-lc-rs"))]
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -497,6 +497,134 @@ impl AsyncWrite for MaybeTls {
     }
 }
 
+/// baocao's patch: the connection's writes, held until the server is about
+/// to wait for the client.
+///
+/// Every `send` of a backend message used to flush the socket, so one
+/// extended-protocol round (BindComplete, RowDescription, DataRows,
+/// CommandComplete, ReadyForQuery) went out as four or five TCP segments,
+/// each a system call and a wake-up of the client. Like PostgreSQL, which
+/// flushes only when it is about to read from the client, the loop in
+/// `process_socket_messages` now sends what is held when no whole message
+/// from the client is waiting; a `Flush` from the client is honoured the
+/// same way, since the server then waits for its next message. What is held
+/// is bounded: past `DEFERRED_WRITES_LIMIT` bytes the writes go out at once,
+/// so a large result streams with backpressure as before.
+pub struct DeferredWrites<T> {
+    io: T,
+    held: bytes::BytesMut,
+    deferring: bool,
+}
+
+const DEFERRED_WRITES_LIMIT: usize = 64 * 1024;
+
+impl<T: AsyncWrite + Unpin> DeferredWrites<T> {
+    fn new(io: T) -> DeferredWrites<T> {
+        DeferredWrites {
+            io,
+            held: bytes::BytesMut::new(),
+            deferring: true,
+        }
+    }
+
+    /// Writes everything held to `io`.
+    fn poll_write_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.held.is_empty() {
+            let n = match Pin::new(&mut self.io).poll_write(cx, &self.held) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            let _ = self.held.split_to(n);
+        }
+        // One large result must not keep its buffer for the connection's life.
+        if self.held.capacity() > 4 * DEFERRED_WRITES_LIMIT {
+            self.held = bytes::BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for DeferredWrites<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for DeferredWrites<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.held.len() >= DEFERRED_WRITES_LIMIT {
+            match this.poll_write_held(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        this.held.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.deferring {
+            return Poll::Ready(Ok(()));
+        }
+        match this.poll_write_held(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.io).poll_flush(cx),
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match this.poll_write_held(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.io).poll_shutdown(cx),
+            other => other,
+        }
+    }
+}
+
+/// baocao's patch: `socket` with its writes held (see `DeferredWrites`).
+fn defer_writes<T, S>(
+    socket: Framed<T, PgWireMessageServerCodec<S>>,
+) -> Framed<DeferredWrites<T>, PgWireMessageServerCodec<S>>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let old = socket.into_parts();
+    let mut parts =
+        FramedParts::new::<PgWireBackendMessage>(DeferredWrites::new(old.io), old.codec);
+    parts.read_buf = old.read_buf;
+    parts.write_buf = old.write_buf;
+    Framed::from_parts(parts)
+}
+
+/// baocao's patch: sends what `socket` holds, before the server waits for
+/// the client.
+async fn send_held<T, S>(
+    socket: &mut Framed<DeferredWrites<T>, PgWireMessageServerCodec<S>>,
+) -> io::Result<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    socket.get_mut().deferring = false;
+    let sent = SinkExt::<PgWireBackendMessage>::flush(socket).await;
+    socket.get_mut().deferring = true;
+    sent
+}
+
 /// Negotiate TLS with the given client stream.
 ///
 /// Returns `Ok(None)` if the client sent a direct TLS negotiation but
@@ -575,19 +703,31 @@ macro_rules! process_socket_messages {
         let cancel_handler = $handlers.cancel_handler();
         let error_handler = $handlers.error_handler();
 
-        let socket = &mut $socket;
+        let mut deferred = defer_writes($socket);
+        let socket = &mut deferred;
         loop {
-            let msg = if matches!(
-                socket.state(),
-                PgWireConnectionState::AwaitingStartup
-                    | PgWireConnectionState::AuthenticationInProgress
-            ) {
-                tokio::select! {
-                    _ = &mut $startup_timeout => None,
-                    msg = socket.next() => msg,
+            // baocao's patch: a message from the client that is here already
+            // is taken at once; before waiting for one, the server sends
+            // what it holds (see `DeferredWrites`).
+            let msg = match socket.next().now_or_never() {
+                Some(msg) => msg,
+                None => {
+                    if send_held(socket).await.is_err() {
+                        break;
+                    }
+                    if matches!(
+                        socket.state(),
+                        PgWireConnectionState::AwaitingStartup
+                            | PgWireConnectionState::AuthenticationInProgress
+                    ) {
+                        tokio::select! {
+                            _ = &mut $startup_timeout => None,
+                            msg = socket.next() => msg,
+                        }
+                    } else {
+                        socket.next().await
+                    }
                 }
-            } else {
-                socket.next().await
             };
 
             // baocao's patch: a frame the decoder rejects (`Some(Err(_))`)
@@ -642,6 +782,9 @@ macro_rules! process_socket_messages {
                 break;
             }
         }
+        // What the server answered last (a FATAL error) goes out before the
+        // connection closes.
+        let _ = send_held(socket).await;
     }};
 }
 
@@ -694,7 +837,7 @@ where
             socket?
         }
     };
-    let Some(mut socket) = socket else {
+    let Some(socket) = socket else {
         // no tls_acceptor configured. But the client sends direct tls
         // negotiation. this is typically an invalid connection
         return Ok(());

@@ -24,6 +24,7 @@
 use std::fmt::Debug;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
@@ -353,9 +354,9 @@ pub(super) fn long(statement: &ast::Statement) -> bool {
 }
 
 /// A session plans one statement at a time. The planning of a statement
-/// whose client was already answered (a stop fired) goes on until it ends,
-/// and the session's next statement waits for it: like a PostgreSQL
-/// backend, a session keeps at most one planner busy.
+/// whose client was already answered (a stop fired) stops at its next
+/// recursion (see `planned`), and the session's next statement waits for
+/// it: like a PostgreSQL backend, a session keeps at most one planner busy.
 #[derive(Default)]
 struct PlanningSlot(Arc<tokio::sync::Mutex<()>>);
 
@@ -382,9 +383,12 @@ fn planners() -> Arc<tokio::sync::Semaphore> {
 /// Planning never yields: inline in the connection's task it would hold
 /// off the statement's timeout and cancel until it ended, and on a runtime
 /// worker that worker's other tasks. Dropping the returned future (a stop
-/// fired) answers the client at once; the thread ends where planning ends,
-/// its result unused, holding the session's `PlanningSlot` and its place
-/// among the `planners` until then.
+/// fired, or the client hung up) answers the client at once and sets the
+/// thread's stop flag: DataFusion's planner recurses through the patched
+/// `recursive` crate, which unwinds at the next recursion once the flag is
+/// set (`recursive::stop_when`), so the thread lets go of the session's
+/// `PlanningSlot` and its place among the `planners` within milliseconds.
+/// The planning's state is the thread's own and is thrown away.
 pub(super) async fn planned<T: Send + 'static>(
     runtime: &tokio::runtime::Handle,
     client: &(dyn ClientInfo + Send + Sync),
@@ -408,12 +412,44 @@ pub(super) async fn planned<T: Send + 'static>(
     };
     let work = crate::row_scope::carried(work);
     let on = runtime.clone();
+    let abandoned = AbandonedOnDrop::default();
+    let stop = abandoned.flag.clone();
+    let abandoned_at = abandoned.at.clone();
     let thread = runtime.spawn_blocking(move || {
         let _held = (turn, planner);
-        on.block_on(work)
+        let started = std::time::Instant::now();
+        let planning = {
+            let _stop = recursive::stop_when(stop.clone());
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on.block_on(work)))
+        };
+        let ms = started.elapsed().as_millis();
+        let late = || abandoned_at.get().map_or(0, |at| at.elapsed().as_millis());
+        match planning {
+            Ok(result) => {
+                if stop.load(Ordering::Relaxed) {
+                    tracing::info!(
+                        "an abandoned planning ran to its end, {} ms after its client was answered ({ms} ms in all)",
+                        late()
+                    );
+                }
+                Some(result)
+            }
+            Err(payload) if payload.is::<recursive::Stopped>() => {
+                tracing::info!(
+                    "an abandoned planning stopped {} ms after its client was answered ({ms} ms in all)",
+                    late()
+                );
+                None
+            }
+            Err(payload) => std::panic::resume_unwind(payload),
+        }
     });
-    match thread.await {
-        Ok(result) => result,
+    let planning = thread.await;
+    drop(abandoned);
+    match planning {
+        Ok(Some(result)) => result,
+        // Only this future sets the flag, when dropped; it was not.
+        Ok(None) => Err(canceled()),
         Err(e) => {
             tracing::error!("planning a statement failed: {e}");
             Err(crate::sqlstate::user_error(
@@ -421,6 +457,22 @@ pub(super) async fn planned<T: Send + 'static>(
                 "internal error while planning the statement".to_string(),
             ))
         }
+    }
+}
+
+/// Sets its flag when dropped: the waiting side of a planning thread, which
+/// the thread's `recursive::stop_when` watches.
+#[derive(Default)]
+struct AbandonedOnDrop {
+    flag: Arc<AtomicBool>,
+    /// When it was dropped, for the log.
+    at: Arc<std::sync::OnceLock<std::time::Instant>>,
+}
+
+impl Drop for AbandonedOnDrop {
+    fn drop(&mut self) {
+        let _ = self.at.set(std::time::Instant::now());
+        self.flag.store(true, Ordering::Relaxed);
     }
 }
 

@@ -481,14 +481,20 @@ fn slow_to_plan() -> (String, i64) {
     )
 }
 
+/// What the server logs when the planning of a statement whose client was
+/// answered stops, and when it ran to its end all the same.
+const PLANNING_STOPPED: &str = "an abandoned planning stopped";
+const PLANNING_RAN_ON: &str = "an abandoned planning ran to its end";
+
 /// `statement_timeout` ends a statement while it is still being planned,
 /// not when planning ends: the same statement without a timeout, started
 /// first on another connection, is still being planned when the timed-out
-/// one has its answer.
+/// one has its answer, and the plannings the timeouts abandoned have
+/// stopped by then too.
 #[tokio::test]
 async fn statement_timeout_ends_a_statement_still_being_planned() {
     let w = TestWarehouse::empty();
-    let server = TestServer::start(&w).await;
+    let server = TestServer::start_with_env(&w, &[], &[("BAOCAO_LOG", "info")]).await;
     let (sql, sum) = slow_to_plan();
     let patient = server.client().await;
     let hasty = server.client().await;
@@ -520,6 +526,12 @@ async fn statement_timeout_ends_a_statement_still_being_planned() {
         !planning.is_finished(),
         "the statement without a timeout was planned before the timed-out ones were answered"
     );
+    // The two abandoned plannings stop, while the patient one goes on.
+    server.logged(PLANNING_STOPPED, 2).await;
+    assert!(
+        !planning.is_finished(),
+        "the abandoned plannings stopped only when a whole planning could have run"
+    );
     // The patient statement ends with the right answer.
     let rows = planning.await.expect("task").expect("planned in the end");
     let value = rows.iter().find_map(|m| match m {
@@ -534,6 +546,45 @@ async fn statement_timeout_ends_a_statement_still_being_planned() {
         .await
         .expect("reset");
     assert_serves(&hasty).await;
+    assert!(server.log_lines(PLANNING_RAN_ON).is_empty());
+}
+
+/// A client that hangs up while its statement is being planned takes the
+/// planning with it: the planning stops, and the server serves everyone.
+#[tokio::test]
+async fn a_client_that_goes_away_stops_its_statements_planning() {
+    let w = TestWarehouse::empty();
+    let server = TestServer::start_with_env(&w, &[], &[("BAOCAO_LOG", "info")]).await;
+    let (sql, _) = slow_to_plan();
+    let (client, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=leaver dbname=baocao",
+            server.port
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect");
+    let connection = tokio::spawn(connection);
+    let running = tokio::spawn(async move { client.simple_query(&sql).await.map(|_| ()) });
+    // The planning is under way once the server is busy (a guard against a
+    // hang, not a timing check).
+    let mut busy = false;
+    for _ in 0..60 {
+        if busy_ticks(&server).await >= 25 {
+            busy = true;
+            break;
+        }
+    }
+    assert!(busy, "the planning never got going");
+    assert!(!running.is_finished(), "planned already");
+    running.abort();
+    connection.abort();
+    let stopped = server.logged(PLANNING_STOPPED, 1).await;
+    assert_eq!(stopped.len(), 1, "{stopped:#?}");
+    assert!(server.log_lines(PLANNING_RAN_ON).is_empty());
+    let client = server.client().await;
+    assert_serves(&client).await;
 }
 
 /// CPU ticks the server used over the last half second.

@@ -229,7 +229,12 @@ pub struct TestServer {
     pub port: u16,
     /// The lines of the server's standard error that report a panic.
     panics: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The last `KEPT_LOG_LINES` lines of the server's standard error.
+    log: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
+
+/// How many of the server's last log lines a `TestServer` keeps.
+const KEPT_LOG_LINES: usize = 1_000;
 
 impl TestServer {
     pub async fn start(warehouse: &TestWarehouse) -> TestServer {
@@ -264,10 +269,13 @@ impl TestServer {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn server");
-        // Pass the server's log on, and keep the panics it reports.
+        // Pass the server's log on, and keep the panics it reports and its
+        // last lines.
         let panics = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recent = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
         let mut log = BufReader::new(child.stderr.take().expect("stderr"));
         let kept = panics.clone();
+        let kept_lines = recent.clone();
         tokio::spawn(async move {
             // Any bytes, to the end: a full pipe would block the server.
             let mut line = Vec::new();
@@ -280,7 +288,13 @@ impl TestServer {
                 if text.contains("panicked")
                     && let Ok(mut kept) = kept.lock()
                 {
-                    kept.push(text);
+                    kept.push(text.clone());
+                }
+                if let Ok(mut lines) = kept_lines.lock() {
+                    if lines.len() == KEPT_LOG_LINES {
+                        lines.pop_front();
+                    }
+                    lines.push_back(text);
                 }
                 line.clear();
             }
@@ -305,7 +319,33 @@ impl TestServer {
             child,
             port,
             panics,
+            log: recent,
         }
+    }
+
+    /// The server's last log lines that contain `text`.
+    pub fn log_lines(&self, text: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .map(|l| l.iter().filter(|l| l.contains(text)).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits until the server has logged `count` lines that contain `text`
+    /// and returns them. The wait is a guard against a hang (panics after
+    /// two minutes), not a performance bound.
+    pub async fn logged(&self, text: &str, count: usize) -> Vec<String> {
+        for _ in 0..1_200 {
+            let lines = self.log_lines(text);
+            if lines.len() >= count {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the server did not log {count} lines with {text:?}; it logged: {:#?}",
+            self.log_lines("")
+        );
     }
 
     /// The panics the server has reported so far.

@@ -239,6 +239,7 @@ async fn serve_connection(
             return;
         }
     };
+    let cancels = handlers.cancel.clone();
     let connection = tokio::spawn(pgwire::tokio::process_socket(socket, tls, handlers));
     let abort = connection.abort_handle();
     tokio::select! {
@@ -250,6 +251,9 @@ async fn serve_connection(
         },
         () = hang_up(&watch) => {
             tracing::info!(%peer, "client went away; its statement, if any, is cancelled");
+            // A statement being planned in the task sees the cancel (the
+            // abort lands only where the task yields).
+            cancels.hang_up(peer);
             abort.abort();
         }
     }

@@ -8,8 +8,14 @@
 //! a statement notes the counter when it starts and stops — planning or
 //! sending rows — when it changes. A cancel that arrives between statements
 //! changes nothing that runs later, as in PostgreSQL.
+//!
+//! A client that hangs up cancels its session's statement the same way
+//! (`Cancels::hang_up`, from the server's watch on the socket), so that a
+//! statement being planned in the connection's task, which the task's
+//! abort cannot reach until planning yields, stops too (see `watchdog`).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -22,15 +28,23 @@ use tokio::sync::watch;
 
 type Key = (i32, Bytes);
 
-/// The sessions that may be cancelled, by their cancel keys.
+/// The sessions that may be cancelled, by their cancel keys and by their
+/// clients' addresses.
 #[derive(Debug, Default)]
 pub struct Cancels {
-    sessions: Mutex<HashMap<Key, Arc<watch::Sender<u64>>>>,
+    sessions: Mutex<Sessions>,
+}
+
+#[derive(Debug, Default)]
+struct Sessions {
+    by_key: HashMap<Key, Arc<watch::Sender<u64>>>,
+    by_peer: HashMap<SocketAddr, Arc<watch::Sender<u64>>>,
 }
 
 /// A session's entry, removed when the session ends.
 pub struct Registration {
     key: Key,
+    peer: SocketAddr,
     cancels: Arc<Cancels>,
     counter: Arc<watch::Sender<u64>>,
 }
@@ -38,23 +52,51 @@ pub struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Ok(mut sessions) = self.cancels.sessions.lock() {
-            sessions.remove(&self.key);
+            sessions.by_key.remove(&self.key);
+            if sessions
+                .by_peer
+                .get(&self.peer)
+                .is_some_and(|c| Arc::ptr_eq(c, &self.counter))
+            {
+                sessions.by_peer.remove(&self.peer);
+            }
         }
     }
 }
 
 impl Cancels {
-    /// Registers the session with `pid` and `secret_key`.
-    pub fn register(self: &Arc<Self>, pid: i32, secret_key: &SecretKey) -> Registration {
+    /// Registers the session with `pid` and `secret_key`, whose client
+    /// connects from `peer`.
+    pub fn register(
+        self: &Arc<Self>,
+        pid: i32,
+        secret_key: &SecretKey,
+        peer: SocketAddr,
+    ) -> Registration {
         let key = (pid, secret_key.to_bytes());
         let counter = Arc::new(watch::Sender::new(0));
         if let Ok(mut sessions) = self.sessions.lock() {
-            sessions.insert(key.clone(), counter.clone());
+            sessions.by_key.insert(key.clone(), counter.clone());
+            sessions.by_peer.insert(peer, counter.clone());
         }
         Registration {
             key,
+            peer,
             cancels: self.clone(),
             counter,
+        }
+    }
+
+    /// The client at `peer` hung up: its session's statement, if one runs,
+    /// is cancelled, and so is any it starts later (`gone`).
+    pub fn hang_up(&self, peer: SocketAddr) {
+        let counter = self
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|s| s.by_peer.get(&peer).cloned());
+        if let Some(counter) = counter {
+            counter.send_modify(|n| *n = n.wrapping_add(1) | GONE);
         }
     }
 }
@@ -63,12 +105,25 @@ impl Cancels {
 impl CancelHandler for Cancels {
     async fn on_cancel_request(&self, request: CancelRequest) {
         let key = (request.pid, request.secret_key.to_bytes());
-        let counter = self.sessions.lock().ok().and_then(|s| s.get(&key).cloned());
+        let counter = self
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|s| s.by_key.get(&key).cloned());
         // A wrong key is ignored without a word, as PostgreSQL does.
         if let Some(counter) = counter {
-            counter.send_modify(|n| *n = n.wrapping_add(1));
+            counter.send_modify(|n| *n = (n.wrapping_add(1) & !GONE) | (*n & GONE));
         }
     }
+}
+
+/// The bit of a session's counter that says its client hung up.
+const GONE: u64 = 1 << 63;
+
+/// Whether the client of the session whose counter `receiver` watches has
+/// hung up.
+pub fn gone(receiver: &watch::Receiver<u64>) -> bool {
+    *receiver.borrow() & GONE != 0
 }
 
 /// The cancel signal of the statement starting now in `client`'s

@@ -207,7 +207,10 @@ impl Login {
         let session = self.access(user)?;
         let (pid, secret_key) = RandomPidSecretKeyGenerator::default().generate(client);
         client.set_pid_and_secret_key(pid, secret_key.clone());
-        let registration = self.policy.cancels.register(pid, &secret_key);
+        let registration = self
+            .policy
+            .cancels
+            .register(pid, &secret_key, client.socket_addr());
         client.session_extensions().insert(registration);
         if self.policy.statement_timeout_ms > 0 {
             client.metadata_mut().insert(

@@ -16,6 +16,7 @@ mod rewrite;
 mod select;
 mod session;
 mod settings;
+mod watchdog;
 
 pub use functions::{register, register_to_regclass};
 pub use privileges::access_of;

@@ -299,7 +299,7 @@ impl Stops {
         if self
             .cancel
             .as_ref()
-            .is_some_and(|c| c.has_changed().unwrap_or(false))
+            .is_some_and(|c| c.has_changed().unwrap_or(false) || super::cancel::gone(c))
         {
             return Some(canceled());
         }
@@ -316,6 +316,10 @@ impl Stops {
             }
         };
         let cancel = async {
+            // A client that hung up before the statement started.
+            if self.cancel.as_ref().is_some_and(super::cancel::gone) {
+                return;
+            }
             let ended = match &mut self.cancel {
                 Some(c) => c.changed().await.is_err(),
                 None => true,
@@ -489,6 +493,11 @@ pub(super) fn result_format() -> Option<Format> {
 }
 
 /// Runs `work` (planning a statement) until a stop fires.
+///
+/// Where `work` waits, the stop answers at once. Where it computes without
+/// yielding (DataFusion planning inline), the watchdog sets the
+/// statement's stop flag and the planning unwinds at its next recursion
+/// (`Stoppable`); either way the client gets the stop's error.
 async fn until<T>(
     mut stops: Stops,
     work: impl std::future::Future<Output = PgWireResult<T>>,
@@ -496,9 +505,51 @@ async fn until<T>(
     if stops.none() {
         return work.await;
     }
+    if let Some(error) = stops.fired_already() {
+        return Err(error);
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    let watched = stops.clone();
+    let _registration =
+        super::watchdog::watch(move || watched.fired_already().is_some(), flag.clone());
+    let work = Stoppable {
+        work: Box::pin(work),
+        flag,
+    };
     tokio::select! {
-        result = work => result,
+        result = work => match result {
+            Some(result) => result,
+            None => {
+                tracing::info!("a statement planned inline stopped when its stop fired");
+                Err(stops.fired_already().unwrap_or_else(canceled))
+            }
+        },
         error = stops.fired() => Err(error),
+    }
+}
+
+/// A future polled with its statement's stop flag on the polling thread
+/// (`recursive::stop_when`): once the flag is set, DataFusion's next
+/// recursion inside a poll unwinds, and the future ends with `None` and is
+/// not polled again. Any other panic goes on unwinding.
+struct Stoppable<F> {
+    work: Pin<Box<F>>,
+    flag: Arc<AtomicBool>,
+}
+
+impl<F: std::future::Future> std::future::Future for Stoppable<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
+        let this = &mut *self;
+        let _stop = recursive::stop_when(this.flag.clone());
+        let work = &mut this.work;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.as_mut().poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Some(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) if payload.is::<recursive::Stopped>() => Poll::Ready(None),
+            Err(payload) => std::panic::resume_unwind(payload),
+        }
     }
 }
 
@@ -615,13 +666,13 @@ impl SimpleQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let stops = Stops::now(client);
         super::complexity::check(query)?;
         let access =
             super::privileges::refresh_access(client, &self.roles.accounts, &self.roles.catalog)?;
         if let Some(statement) = super::privileges::recognize(query) {
             return Ok(vec![self.roles.run(statement?, &access, client)?]);
         }
-        let stops = Stops::now(client);
         // The statement's scans see the session's rows only (`row_scope`).
         let responses = crate::row_scope::with_access(
             access,

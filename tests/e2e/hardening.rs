@@ -485,6 +485,8 @@ fn slow_to_plan() -> (String, i64) {
 /// answered stops, and when it ran to its end all the same.
 const PLANNING_STOPPED: &str = "an abandoned planning stopped";
 const PLANNING_RAN_ON: &str = "an abandoned planning ran to its end";
+/// ... and when a statement planned in its connection's task stops.
+const INLINE_PLANNING_STOPPED: &str = "a statement planned inline stopped";
 
 /// `statement_timeout` ends a statement while it is still being planned,
 /// not when planning ends: the same statement without a timeout, started
@@ -522,6 +524,19 @@ async fn statement_timeout_ends_a_statement_still_being_planned() {
         Some("57014"),
         "{extended}"
     );
+    // EXPLAIN plans the statement in the connection's task: the timeout
+    // stops that planning too.
+    let explainer = server.client().await;
+    explainer
+        .batch_execute("SET statement_timeout = 200")
+        .await
+        .expect("set");
+    let explain = explainer
+        .simple_query(&format!("EXPLAIN {sql}"))
+        .await
+        .expect_err("timed out");
+    assert_eq!(explain.code().map(|c| c.code()), Some("57014"), "{explain}");
+    server.logged(INLINE_PLANNING_STOPPED, 1).await;
     assert!(
         !planning.is_finished(),
         "the statement without a timeout was planned before the timed-out ones were answered"
@@ -566,25 +581,56 @@ async fn a_client_that_goes_away_stops_its_statements_planning() {
     .await
     .expect("connect");
     let connection = tokio::spawn(connection);
+    let before = server.cpu_ticks();
     let running = tokio::spawn(async move { client.simple_query(&sql).await.map(|_| ()) });
-    // The planning is under way once the server is busy (a guard against a
-    // hang, not a timing check).
-    let mut busy = false;
-    for _ in 0..60 {
-        if busy_ticks(&server).await >= 25 {
-            busy = true;
-            break;
-        }
-    }
-    assert!(busy, "the planning never got going");
+    worked(&server, before).await;
     assert!(!running.is_finished(), "planned already");
     running.abort();
     connection.abort();
     let stopped = server.logged(PLANNING_STOPPED, 1).await;
     assert_eq!(stopped.len(), 1, "{stopped:#?}");
     assert!(server.log_lines(PLANNING_RAN_ON).is_empty());
+    // The same with EXPLAIN, planned in the connection's task, which the
+    // hang-up reaches through the session's cancel.
+    let (client, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=leaver dbname=baocao",
+            server.port
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect");
+    let connection = tokio::spawn(connection);
+    let (sql, _) = slow_to_plan();
+    let before = server.cpu_ticks();
+    let running = tokio::spawn(async move {
+        client
+            .simple_query(&format!("EXPLAIN {sql}"))
+            .await
+            .map(|_| ())
+    });
+    worked(&server, before).await;
+    assert!(!running.is_finished(), "planned already");
+    running.abort();
+    connection.abort();
+    server.logged(INLINE_PLANNING_STOPPED, 1).await;
     let client = server.client().await;
     assert_serves(&client).await;
+}
+
+/// Waits until the server has used a tenth of a second of CPU since it had
+/// used `before` ticks: a statement that takes seconds of planning is then
+/// under way, however busy the machine is (other tests share it). The
+/// wait is a guard against a hang, not a timing check.
+async fn worked(server: &TestServer, before: u64) {
+    for _ in 0..1_200 {
+        if server.cpu_ticks() - before >= 10 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the statement never got going");
 }
 
 /// CPU ticks the server used over the last half second.

@@ -565,17 +565,33 @@ fn rows_until(response: Response, stops: Stops) -> Response {
         return response;
     };
     let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+    // The first row may plan inline (a statement whose plan is made when
+    // its rows are asked for): watched like `until`'s work.
+    let flag = Arc::new(AtomicBool::new(false));
+    let watched = stops.clone();
+    let registration =
+        super::watchdog::watch(move || watched.fired_already().is_some(), flag.clone());
     query.data_rows = Box::pin(futures::stream::unfold(
-        Some((rows, stops)),
+        Some((rows, stops, flag, registration)),
         move |state| async move {
-            let (mut rows, mut stops) = state?;
+            let (mut rows, mut stops, flag, registration) = state?;
             // A plan that computes inline is always ready: look at the
             // stops before each row, not only while waiting for one.
             if let Some(error) = stops.fired_already() {
                 return Some((Err(error), None));
             }
+            let next = Stoppable {
+                work: Box::pin(rows.next()),
+                flag: flag.clone(),
+            };
             tokio::select! {
-                row = rows.next() => row.map(|row| (row, Some((rows, stops)))),
+                row = next => match row {
+                    Some(row) => row.map(|row| (row, Some((rows, stops, flag, registration)))),
+                    None => {
+                        tracing::info!("a statement planned inline stopped when its stop fired");
+                        Some((Err(stops.fired_already().unwrap_or_else(canceled)), None))
+                    }
+                },
                 error = stops.fired() => Some((Err(error), None)),
             }
         },

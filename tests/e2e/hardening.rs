@@ -423,6 +423,57 @@ async fn statements_nested_too_deep_are_refused_with_54001() {
 /// A statement that would run for hours: every combination of four units.
 const ENDLESS: &str = "SELECT sum(length(a.name || b.name || c.name || d.name)) FROM units a, units b, units c, units d";
 
+/// The server sends a round's answers when the round ends, even when the
+/// client has sent its next statement already: a pipelined fast query gets
+/// its rows while an endless one queued behind it runs.
+#[tokio::test]
+async fn a_pipelined_query_is_answered_before_the_next_one_ends() {
+    let w = TestWarehouse::empty();
+    let server = TestServer::start(&w).await;
+    let client = server.client().await;
+    let cancel = client.cancel_token();
+    // Polled in this order, the two are sent in this order, together.
+    let fast = client.simple_query("SELECT 41 + 1");
+    let endless = client.simple_query(ENDLESS);
+    tokio::pin!(fast, endless);
+    // A guard against a hang (the answer held behind the endless query),
+    // not a timing check.
+    let rows = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::select! {
+            biased;
+            rows = &mut fast => rows,
+            ended = &mut endless => panic!("the endless query ended first: {ended:?}"),
+        }
+    })
+    .await
+    .expect("the fast query's answer was held back")
+    .expect("fast query");
+    let value = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(value.as_deref(), Some("42"));
+    // A cancel that arrives before the endless statement has started is
+    // ignored, as PostgreSQL ignores one between statements: cancel until
+    // it ends (a guard against a hang, not a timing check).
+    let mut ended = None;
+    for _ in 0..120 {
+        cancel
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .expect("cancel");
+        if let Ok(result) = tokio::time::timeout(Duration::from_millis(500), &mut endless).await {
+            ended = Some(result);
+            break;
+        }
+    }
+    let error = ended
+        .expect("the endless statement was never cancelled")
+        .expect_err("cancelled");
+    assert_eq!(error.code().map(|c| c.code()), Some("57014"), "{error}");
+    assert_serves(&client).await;
+}
+
 #[tokio::test]
 async fn statement_timeout_cancels_a_running_statement() {
     let w = TestWarehouse::empty();
@@ -491,8 +542,8 @@ const INLINE_PLANNING_STOPPED: &str = "a statement planned inline stopped";
 /// `statement_timeout` ends a statement while it is still being planned,
 /// not when planning ends: the same statement without a timeout, started
 /// first on another connection, is still being planned when the timed-out
-/// one has its answer, and the plannings the timeouts abandoned have
-/// stopped by then too.
+/// one has its answer. The plannings the timeouts abandoned stop, and so
+/// does an EXPLAIN's, planned in its connection's task.
 #[tokio::test]
 async fn statement_timeout_ends_a_statement_still_being_planned() {
     let w = TestWarehouse::empty();
@@ -524,6 +575,13 @@ async fn statement_timeout_ends_a_statement_still_being_planned() {
         Some("57014"),
         "{extended}"
     );
+    assert!(
+        !planning.is_finished(),
+        "the statement without a timeout was planned before the timed-out ones were answered"
+    );
+    // The two abandoned plannings stop (the log says so only if they
+    // unwound, not if they ran to their end).
+    server.logged(PLANNING_STOPPED, 2).await;
     // EXPLAIN plans the statement in the connection's task: the timeout
     // stops that planning too.
     let explainer = server.client().await;
@@ -537,16 +595,6 @@ async fn statement_timeout_ends_a_statement_still_being_planned() {
         .expect_err("timed out");
     assert_eq!(explain.code().map(|c| c.code()), Some("57014"), "{explain}");
     server.logged(INLINE_PLANNING_STOPPED, 1).await;
-    assert!(
-        !planning.is_finished(),
-        "the statement without a timeout was planned before the timed-out ones were answered"
-    );
-    // The two abandoned plannings stop, while the patient one goes on.
-    server.logged(PLANNING_STOPPED, 2).await;
-    assert!(
-        !planning.is_finished(),
-        "the abandoned plannings stopped only when a whole planning could have run"
-    );
     // The patient statement ends with the right answer.
     let rows = planning.await.expect("task").expect("planned in the end");
     let value = rows.iter().find_map(|m| match m {

@@ -504,11 +504,11 @@ impl AsyncWrite for MaybeTls {
 /// extended-protocol round (BindComplete, RowDescription, DataRows,
 /// CommandComplete, ReadyForQuery) went out as four or five TCP segments,
 /// each a system call and a wake-up of the client. Like PostgreSQL, which
-/// flushes only when it is about to read from the client, the loop in
-/// `process_socket_messages` now sends what is held when no whole message
-/// from the client is waiting; a `Flush` from the client is honoured the
-/// same way, since the server then waits for its next message. What is held
-/// is bounded: past `DEFERRED_WRITES_LIMIT` bytes the writes go out at once,
+/// flushes at the end of each round (ReadyForQuery) and on a client's
+/// Flush, the loop in `process_socket_messages` now sends what is held
+/// after a Sync, Query, Flush, CopyDone or CopyFail, and before it waits for
+/// the client (the start-up and authentication exchange). What is held is
+/// bounded: past `DEFERRED_WRITES_LIMIT` bytes the writes go out at once,
 /// so a large result streams with backpressure as before.
 pub struct DeferredWrites<T> {
     io: T,
@@ -760,6 +760,16 @@ macro_rules! process_socket_messages {
                 if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
                     break;
                 }
+                // baocao's patch: the messages that end a round, after which
+                // the client reads what the server answered.
+                let round_ends = matches!(
+                    msg,
+                    PgWireFrontendMessage::Sync(_)
+                        | PgWireFrontendMessage::Query(_)
+                        | PgWireFrontendMessage::Flush(_)
+                        | PgWireFrontendMessage::CopyDone(_)
+                        | PgWireFrontendMessage::CopyFail(_)
+                );
                 let is_extended_query = match socket.state() {
                     PgWireConnectionState::CopyInProgress(is_extended_query) => is_extended_query,
                     _ => msg.is_extended_query(),
@@ -777,6 +787,9 @@ macro_rules! process_socket_messages {
                 {
                     error_handler.on_error(socket, &mut e);
                     process_error(socket, e, is_extended_query).await?;
+                }
+                if round_ends && send_held(socket).await.is_err() {
+                    break;
                 }
             } else {
                 break;

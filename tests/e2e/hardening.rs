@@ -619,6 +619,22 @@ async fn a_client_that_goes_away_stops_its_statements_planning() {
     let w = TestWarehouse::empty();
     let server = TestServer::start_with_env(&w, &[], &[("BAOCAO_LOG", "info")]).await;
     let (sql, _) = slow_to_plan();
+    // A long query, planned on a thread of its own.
+    hang_up_while_planning(&server, sql.clone()).await;
+    let stopped = server.logged(PLANNING_STOPPED, 1).await;
+    assert_eq!(stopped.len(), 1, "{stopped:#?}");
+    assert!(server.log_lines(PLANNING_RAN_ON).is_empty());
+    // EXPLAIN, planned in the connection's task, which the hang-up reaches
+    // through the session's cancel.
+    hang_up_while_planning(&server, format!("EXPLAIN {sql}")).await;
+    server.logged(INLINE_PLANNING_STOPPED, 1).await;
+    let client = server.client().await;
+    assert_serves(&client).await;
+}
+
+/// Sends `sql` (slow to plan) on a connection of its own and hangs up once
+/// the server is working on it.
+async fn hang_up_while_planning(server: &TestServer, sql: String) {
     let (client, connection) = tokio_postgres::connect(
         &format!(
             "host=127.0.0.1 port={} user=leaver dbname=baocao",
@@ -631,40 +647,11 @@ async fn a_client_that_goes_away_stops_its_statements_planning() {
     let connection = tokio::spawn(connection);
     let before = server.cpu_ticks();
     let running = tokio::spawn(async move { client.simple_query(&sql).await.map(|_| ()) });
-    worked(&server, before).await;
+    worked(server, before).await;
     assert!(!running.is_finished(), "planned already");
+    // The client disappears without a word, as a killed process does.
     running.abort();
     connection.abort();
-    let stopped = server.logged(PLANNING_STOPPED, 1).await;
-    assert_eq!(stopped.len(), 1, "{stopped:#?}");
-    assert!(server.log_lines(PLANNING_RAN_ON).is_empty());
-    // The same with EXPLAIN, planned in the connection's task, which the
-    // hang-up reaches through the session's cancel.
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=leaver dbname=baocao",
-            server.port
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("connect");
-    let connection = tokio::spawn(connection);
-    let (sql, _) = slow_to_plan();
-    let before = server.cpu_ticks();
-    let running = tokio::spawn(async move {
-        client
-            .simple_query(&format!("EXPLAIN {sql}"))
-            .await
-            .map(|_| ())
-    });
-    worked(&server, before).await;
-    assert!(!running.is_finished(), "planned already");
-    running.abort();
-    connection.abort();
-    server.logged(INLINE_PLANNING_STOPPED, 1).await;
-    let client = server.client().await;
-    assert_serves(&client).await;
 }
 
 /// Waits until the server has used a tenth of a second of CPU since it had

@@ -44,6 +44,9 @@ fn watched() -> Option<&'static Arc<Watched>> {
                             for (fired, flag) in statements.values() {
                                 if !flag.load(Ordering::Relaxed) && fired() {
                                     flag.store(true, Ordering::Relaxed);
+                                    tracing::debug!(
+                                        "the watchdog set a statement's stop flag: its stop fired"
+                                    );
                                 }
                             }
                         }

@@ -219,11 +219,18 @@ impl PgWireServerHandlers for Handlers {
 /// of a statement takes the statement with it: the connection is watched
 /// for the hang-up, and its task (with the query it runs) is dropped then,
 /// instead of computing an answer nobody will read.
+///
+/// The watch runs on `watchers` (the query runtime), not on the runtime
+/// that serves connections: a statement planned in its connection's task
+/// holds one of that runtime's workers until it unwinds, and while it does
+/// nothing may poll that runtime's I/O driver, so a watch there could not
+/// see the hang-up until planning ended.
 async fn serve_connection(
     socket: TcpStream,
     peer: SocketAddr,
     handlers: Arc<Handlers>,
     tls: Option<pgwire::tokio::TlsAcceptor>,
+    watchers: tokio::runtime::Handle,
 ) {
     tracing::debug!(%peer, "connection opened");
     // A second handle on the same socket, to see the hang-up while the
@@ -231,7 +238,7 @@ async fn serve_connection(
     let watch = socket
         .into_std()
         .and_then(|s| Ok((s.try_clone()?, s)))
-        .and_then(|(w, s)| Ok((TcpStream::from_std(w)?, TcpStream::from_std(s)?)));
+        .and_then(|(w, s)| Ok((w, TcpStream::from_std(s)?)));
     let (watch, socket) = match watch {
         Ok(pair) => pair,
         Err(e) => {
@@ -242,21 +249,29 @@ async fn serve_connection(
     let cancels = handlers.cancel.clone();
     let connection = tokio::spawn(pgwire::tokio::process_socket(socket, tls, handlers));
     let abort = connection.abort_handle();
-    tokio::select! {
-        ended = connection => match ended {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::info!(%peer, "connection ended with an error: {e}"),
-            Err(e) if e.is_cancelled() => {}
-            Err(e) => tracing::error!(%peer, "connection task failed: {e}"),
-        },
-        () = hang_up(&watch) => {
-            tracing::info!(%peer, "client went away; its statement, if any, is cancelled");
-            // A statement being planned in the task sees the cancel (the
-            // abort lands only where the task yields).
-            cancels.hang_up(peer);
-            abort.abort();
-        }
+    let watcher = watchers.spawn(async move {
+        // Registered with the runtime it runs on.
+        let watch = match TcpStream::from_std(watch) {
+            Ok(watch) => watch,
+            Err(e) => {
+                tracing::warn!(%peer, "cannot watch a connection for its hang-up: {e}");
+                return;
+            }
+        };
+        hang_up(&watch).await;
+        tracing::info!(%peer, "client went away; its statement, if any, is cancelled");
+        // A statement being planned in the task sees the cancel (the abort
+        // lands only where the task yields).
+        cancels.hang_up(peer);
+        abort.abort();
+    });
+    match connection.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::info!(%peer, "connection ended with an error: {e}"),
+        Err(e) if e.is_cancelled() => {}
+        Err(e) => tracing::error!(%peer, "connection task failed: {e}"),
     }
+    watcher.abort();
 }
 
 /// Returns once the client has closed its side of `socket` (or it failed).
@@ -435,7 +450,7 @@ pub async fn run(
     let handlers = Arc::new(Handlers {
         session: Arc::new(postgres::Session::new(
             DfSessionService::new_with_hooks(ctx, hooks),
-            queries,
+            queries.clone(),
             Arc::new(postgres::privileges::Roles {
                 accounts: accounts.clone(),
                 catalog: catalog.clone(),
@@ -469,8 +484,9 @@ pub async fn run(
                     Ok(slot) => {
                         let handlers = handlers.clone();
                         let tls = security.tls.clone();
+                        let watchers = queries.clone();
                         tokio::spawn(async move {
-                            serve_connection(socket, peer, handlers, tls).await;
+                            serve_connection(socket, peer, handlers, tls, watchers).await;
                             drop(slot);
                         });
                     }

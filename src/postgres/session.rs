@@ -422,14 +422,14 @@ pub(super) async fn planned<T: Send + 'static>(
     let thread = runtime.spawn_blocking(move || {
         let _held = (turn, planner);
         let started = std::time::Instant::now();
-        let planning = {
-            let _stop = recursive::stop_when(stop.clone());
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on.block_on(work)))
-        };
+        let planning = on.block_on(Stoppable {
+            work: Box::pin(work),
+            flag: stop.clone(),
+        });
         let ms = started.elapsed().as_millis();
         let late = || abandoned_at.get().map_or(0, |at| at.elapsed().as_millis());
         match planning {
-            Ok(result) => {
+            Some(result) => {
                 if stop.load(Ordering::Relaxed) {
                     tracing::info!(
                         "an abandoned planning ran to its end, {} ms after its client was answered ({ms} ms in all)",
@@ -438,14 +438,13 @@ pub(super) async fn planned<T: Send + 'static>(
                 }
                 Some(result)
             }
-            Err(payload) if payload.is::<recursive::Stopped>() => {
+            None => {
                 tracing::info!(
                     "an abandoned planning stopped {} ms after its client was answered ({ms} ms in all)",
                     late()
                 );
                 None
             }
-            Err(payload) => std::panic::resume_unwind(payload),
         }
     });
     let planning = thread.await;
@@ -508,10 +507,7 @@ async fn until<T>(
     if let Some(error) = stops.fired_already() {
         return Err(error);
     }
-    let flag = Arc::new(AtomicBool::new(false));
-    let watched = stops.clone();
-    let _registration =
-        super::watchdog::watch(move || watched.fired_already().is_some(), flag.clone());
+    let (flag, _registration) = watched(&stops);
     let work = Stoppable {
         work: Box::pin(work),
         flag,
@@ -526,6 +522,16 @@ async fn until<T>(
         },
         error = stops.fired() => Err(error),
     }
+}
+
+/// A stop flag for a statement that may plan inline, which the watchdog
+/// sets once one of `stops` fires, while the registration lives.
+fn watched(stops: &Stops) -> (Arc<AtomicBool>, super::watchdog::Registration) {
+    let flag = Arc::new(AtomicBool::new(false));
+    let stops = stops.clone();
+    let registration =
+        super::watchdog::watch(move || stops.fired_already().is_some(), flag.clone());
+    (flag, registration)
 }
 
 /// A future polled with its statement's stop flag on the polling thread
@@ -567,10 +573,7 @@ fn rows_until(response: Response, stops: Stops) -> Response {
     let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
     // The first row may plan inline (a statement whose plan is made when
     // its rows are asked for): watched like `until`'s work.
-    let flag = Arc::new(AtomicBool::new(false));
-    let watched = stops.clone();
-    let registration =
-        super::watchdog::watch(move || watched.fired_already().is_some(), flag.clone());
+    let (flag, registration) = watched(&stops);
     query.data_rows = Box::pin(futures::stream::unfold(
         Some((rows, stops, flag, registration)),
         move |state| async move {

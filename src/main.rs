@@ -8,6 +8,7 @@ mod bench_data;
 mod cli;
 mod demo;
 mod ingest_files;
+mod plan_cache;
 mod postgres;
 mod row_scope;
 mod server;

@@ -74,7 +74,8 @@ fn denied(message: String) -> DataFusionError {
     DataFusionError::External(Box::new(PermissionDenied(message)))
 }
 
-fn current() -> Result<Arc<Access>> {
+/// The rights of the session whose statement the current task serves.
+pub fn current() -> Result<Arc<Access>> {
     ACCESS.try_with(Arc::clone).map_err(|_| {
         denied("the warehouse's tables are read only within a client session".to_string())
     })

@@ -31,6 +31,7 @@ use baocao_access::{AccountStore, AuditLog};
 use baocao_catalog::Catalog;
 use baocao_ingest::ReportStore;
 
+use crate::plan_cache::PlanCache;
 use crate::postgres;
 use crate::postgres::login::{Login, LoginPolicy, Method};
 use crate::sqlstate;
@@ -49,6 +50,8 @@ pub struct Engine {
     pub store: Arc<ReportStore>,
     pub accounts: AccountStore,
     pub audit: AuditLog,
+    /// The physical plans of queries that come again.
+    pub plans: Arc<PlanCache>,
 }
 
 /// Builds the query engine and the writer over a warehouse; the queries
@@ -80,7 +83,8 @@ pub async fn engine(warehouse: &Warehouse, memory_limit: usize, cache: usize) ->
     let table = deltalake::open_table(warehouse.reports_url()?)
         .await
         .context("cannot open the reports table")?;
-    baocao_queries::register(&ctx, &catalog, table, cache).await?;
+    let reports = baocao_queries::register(&ctx, &catalog, table, cache).await?;
+    let plans = Arc::new(PlanCache::new(reports));
     let catalog = Arc::new(catalog);
     let audit = AuditLog::new(warehouse.root());
     // Every table with unit data shows each session its own rows.
@@ -102,6 +106,7 @@ pub async fn engine(warehouse: &Warehouse, memory_limit: usize, cache: usize) ->
         store,
         accounts: AccountStore::new(warehouse.root()),
         audit,
+        plans,
     })
 }
 
@@ -427,6 +432,7 @@ pub async fn run(
         catalog,
         accounts,
         audit,
+        plans,
         ..
     } = engine;
     // The transaction hooks come first: a failed block refuses every other
@@ -444,7 +450,7 @@ pub async fn run(
         Arc::new(CursorStatementHook),
         Arc::new(postgres::SettingsHook),
         Arc::new(SetShowHook),
-        Arc::new(postgres::SelectHook::new(queries.clone())),
+        Arc::new(postgres::SelectHook::new(queries.clone(), plans)),
     ];
     let cancels = Arc::new(postgres::cancel::Cancels::default());
     let handlers = Arc::new(Handlers {

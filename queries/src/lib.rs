@@ -41,6 +41,24 @@ pub use live::LiveDeltaTable;
 pub use rollup::{Frame, Rollup};
 pub use status::{Status, StatusView};
 
+/// Every table `register` adds. What each shows is fixed by the version of
+/// the Delta table `register` returns: the report tables read it, and the
+/// catalog tables never change while the server runs.
+pub const TABLES: &[&str] = &[
+    "units",
+    "unit_ancestors",
+    "unit_changes",
+    "indicators",
+    "periods",
+    "report_forms",
+    "reports",
+    "reports_history",
+    "rollup",
+    "rollup_current",
+    "report_status",
+    "completeness",
+];
+
 /// The years the `periods` table lists.
 pub const PERIOD_YEARS: std::ops::RangeInclusive<i32> = 2000..=2050;
 
@@ -59,12 +77,16 @@ fn mem(batch: datafusion::arrow::array::RecordBatch) -> Result<Arc<MemTable>> {
 /// tables keep computed partitions in memory within `cache_bytes` (two
 /// thirds for `reports`' latest rows, a third for the arrivals of
 /// `report_status` and `completeness`).
+///
+/// Returns the Delta table every report table reads: its newest version
+/// is what a query planned now sees of them all. The catalog tables never
+/// change while the server runs.
 pub async fn register(
     ctx: &SessionContext,
     catalog: &Catalog,
     reports: DeltaTable,
     cache_bytes: usize,
-) -> Result<()> {
+) -> Result<Arc<LiveDeltaTable>> {
     ctx.register_table("units", mem(tables::units(catalog).map_err(catalog_err)?)?)?;
     ctx.register_table(
         "unit_ancestors",
@@ -139,6 +161,6 @@ pub async fn register(
         "reports_as_of",
         Arc::new(as_of::ReportsAsOf::new(history.clone())),
     );
-    ctx.register_table("reports_history", history)?;
-    Ok(())
+    ctx.register_table("reports_history", history.clone())?;
+    Ok(history)
 }

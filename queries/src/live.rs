@@ -130,7 +130,7 @@ impl LiveDeltaTable {
 
     /// The newest version of the table with its partitions' identities.
     pub async fn partitions(&self, state: &dyn Session) -> Result<Partitions> {
-        let (provider, identities) = self.newest(state, true).await?;
+        let (provider, identities, _) = self.newest(state, true).await?;
         Ok(Partitions {
             provider,
             identities: identities.unwrap_or_default(),
@@ -142,16 +142,29 @@ impl LiveDeltaTable {
         Ok(self.newest(state, false).await?.0)
     }
 
-    /// Brings the table to its newest version: its provider and, when
-    /// asked for, its partitions' identities (computed once per version).
+    /// The table's newest version: the one a scan starting now reads (and
+    /// every later scan reads it or a newer one). `None` for a table
+    /// without a commit.
+    pub async fn newest_version(&self, state: &dyn Session) -> Result<Option<u64>> {
+        Ok(self.newest(state, false).await?.2)
+    }
+
+    /// Brings the table to its newest version: its provider, its
+    /// partitions' identities when asked for (computed once per version),
+    /// and the version.
     async fn newest(
         &self,
         state: &dyn Session,
         with_identities: bool,
-    ) -> Result<(Arc<dyn TableProvider>, Option<Arc<HashMap<String, u64>>>)> {
+    ) -> Result<(
+        Arc<dyn TableProvider>,
+        Option<Arc<HashMap<String, u64>>>,
+        Option<u64>,
+    )> {
         let mut table = self.table.lock().await;
         let changed = table.refresh().await.map_err(delta_err)?;
         let table = table.table();
+        let version = table.version();
         table.update_datafusion_session(state).map_err(delta_err)?;
         let current = self.current.read().ok().map(|c| c.clone());
         let provider = match current {
@@ -169,7 +182,7 @@ impl LiveDeltaTable {
             }
         };
         if !with_identities {
-            return Ok((provider, None));
+            return Ok((provider, None, version));
         }
         let known = self.partitions.read().ok().and_then(|p| p.clone());
         let identities = match known {
@@ -182,7 +195,7 @@ impl LiveDeltaTable {
                 identities
             }
         };
-        Ok((provider, Some(identities)))
+        Ok((provider, Some(identities), version))
     }
 
     /// The version the last scan read.

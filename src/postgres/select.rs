@@ -50,16 +50,19 @@ use pgwire::types::format::FormatOptions;
 
 use super::session::{long, planned, result_format};
 use super::{rewrite, settings};
+use crate::plan_cache::{self, Lookup, PlanCache};
 use crate::sqlstate::df_error;
 
 pub struct SelectHook {
     /// Where queries are planned (see the module's documentation).
     queries: tokio::runtime::Handle,
+    /// The physical plans of queries that come again.
+    plans: Arc<PlanCache>,
 }
 
 impl SelectHook {
-    pub fn new(queries: tokio::runtime::Handle) -> SelectHook {
-        SelectHook { queries }
+    pub fn new(queries: tokio::runtime::Handle, plans: Arc<PlanCache>) -> SelectHook {
+        SelectHook { queries, plans }
     }
 
     /// Plans `statement` with PostgreSQL's names, session functions and
@@ -90,8 +93,8 @@ impl SelectHook {
     }
 
     /// Runs `plan`, made from `statement`: optimised and planned
-    /// physically (apart if long), its rows computed as they are sent, in
-    /// `format`.
+    /// physically (apart if long) unless its physical plan was kept
+    /// (`plan_cache`), its rows computed as they are sent, in `format`.
     async fn run(
         &self,
         statement: &Statement,
@@ -102,13 +105,42 @@ impl SelectHook {
     ) -> PgWireResult<Response> {
         let schema: DFSchemaRef = plan.schema().clone();
         let state = ctx.state();
-        let long = long(statement);
-        let batches: SendableRecordBatchStream = planned(&self.queries, client, long, async move {
-            // Optimises the plan, then plans it physically.
-            let physical = state.create_physical_plan(&plan).await.map_err(df_error)?;
-            datafusion::physical_plan::execute_stream(physical, state.task_ctx()).map_err(df_error)
-        })
-        .await?;
+        let access = crate::row_scope::current().ok();
+        let batches: SendableRecordBatchStream = match self
+            .plans
+            .lookup(&plan, access, &state)
+            .await
+            .map_err(df_error)?
+        {
+            Lookup::Hit(physical) => {
+                datafusion::physical_plan::execute_stream(physical, state.task_ctx())
+                    .map_err(df_error)?
+            }
+            Lookup::Miss(ticket) => {
+                let plans = self.plans.clone();
+                let long = long(statement);
+                planned(&self.queries, client, long, async move {
+                    let made_on = match ticket {
+                        Some(_) => plan_cache::for_keeping(state.clone()),
+                        None => state.clone(),
+                    };
+                    // Optimises the plan, then plans it physically.
+                    let physical = made_on
+                        .create_physical_plan(&plan)
+                        .await
+                        .map_err(df_error)?;
+                    if let Some(ticket) = ticket {
+                        plans
+                            .keep(ticket, &physical, &state)
+                            .await
+                            .map_err(df_error)?;
+                    }
+                    datafusion::physical_plan::execute_stream(physical, state.task_ctx())
+                        .map_err(df_error)
+                })
+                .await?
+            }
+        };
         // As arrow-pg's `encode_dataframe` encodes a DataFrame's rows.
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let fields = Arc::new(arrow_schema_to_pg_fields(

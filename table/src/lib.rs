@@ -92,7 +92,21 @@ pub async fn newer_commit_exists(table: &DeltaTable) -> bool {
     let Some(version) = table.version() else {
         return true;
     };
-    let next = Path::from(format!("_delta_log/{:020}.json", version + 1));
+    let name = format!("{:020}.json", version + 1);
+    let location = table.log_store().config().location().clone();
+    if location.scheme() == "file"
+        && let Ok(root) = location.to_file_path()
+    {
+        // A local table: one `stat` on this thread. The object store hands
+        // each read of a local file to the blocking pool, and handing it
+        // over (waking a parked thread, then this task again) costs more
+        // than the read, on every query.
+        return !matches!(
+            std::fs::metadata(root.join("_delta_log").join(&name)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound
+        );
+    }
+    let next = Path::from(format!("_delta_log/{name}"));
     !matches!(
         table.log_store().object_store(None).head(&next).await,
         Err(datafusion::object_store::Error::NotFound { .. })

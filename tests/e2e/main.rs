@@ -19,6 +19,7 @@ mod examples;
 mod hardening;
 mod history;
 mod landing;
+mod plan_cache;
 mod reports;
 mod rollup;
 mod sql_errors;

@@ -34,10 +34,12 @@
 //! scan below it, and a reset rebuilds the operator's filter but not the
 //! scan's copy, which would still hold the last run's bound.
 //!
-//! Memory: at most `ENTRIES` plans, least recently used out first, and no
-//! plan whose in-memory rows (the warehouse's tables hand their rows to the
-//! plan) exceed `PLAN_BYTES`; the rows are mostly shared with the tables'
-//! own caches.
+//! Memory: at most `ENTRIES` plans holding `BYTES` of in-memory rows (the
+//! warehouse's tables hand their rows to the plan) together, least
+//! recently used out first, and no plan holding more than `PLAN_BYTES`.
+//! The rows are mostly slices of the tables' own cached partitions, which
+//! a slice keeps whole while the plan is kept; all go when a new version
+//! is seen.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -61,6 +63,9 @@ const ENTRIES: usize = 256;
 
 /// The most in-memory rows, in bytes, a kept plan may hold.
 const PLAN_BYTES: usize = 4 << 20;
+
+/// The most in-memory rows, in bytes, the kept plans hold together.
+const BYTES: usize = 64 << 20;
 
 /// The physical plans of queries run before, for the whole server.
 pub struct PlanCache {
@@ -90,6 +95,8 @@ struct Kept {
     /// By the hash of the logical plan.
     plans: HashMap<u64, Vec<Entry>>,
     count: usize,
+    /// The in-memory rows of the plans (`rows_bytes`).
+    bytes: usize,
     clock: u64,
     hits: u64,
 }
@@ -98,6 +105,7 @@ struct Entry {
     plan: LogicalPlan,
     access: Arc<Access>,
     physical: Arc<dyn ExecutionPlan>,
+    bytes: usize,
     used: u64,
 }
 
@@ -161,6 +169,7 @@ impl PlanCache {
             _ => {
                 kept.plans.clear();
                 kept.count = 0;
+                kept.bytes = 0;
                 kept.epoch = Some(epoch.clone());
             }
         }
@@ -169,7 +178,7 @@ impl PlanCache {
         let found = kept.plans.get_mut(&hash).and_then(|entries| {
             entries
                 .iter_mut()
-                .find(|e| e.access.read_scope() == access.read_scope() && e.plan == *plan)
+                .find(|e| same_scope(&e.access, &access) && e.plan == *plan)
         });
         if let Some(entry) = found {
             entry.used = clock;
@@ -199,7 +208,8 @@ impl PlanCache {
         if self.reports.newest_version(state).await? != ticket.epoch.version {
             return Ok(());
         }
-        if rows_bytes(physical) > PLAN_BYTES {
+        let bytes = rows_bytes(physical);
+        if bytes > PLAN_BYTES {
             return Ok(());
         }
         let Ok(mut kept) = self.inner.lock() else {
@@ -209,14 +219,14 @@ impl PlanCache {
             return Ok(());
         }
         let duplicate = kept.plans.get(&ticket.hash).is_some_and(|entries| {
-            entries.iter().any(|e| {
-                e.access.read_scope() == ticket.access.read_scope() && e.plan == ticket.plan
-            })
+            entries
+                .iter()
+                .any(|e| same_scope(&e.access, &ticket.access) && e.plan == ticket.plan)
         });
         if duplicate {
             return Ok(());
         }
-        if kept.count >= ENTRIES {
+        while kept.count > 0 && (kept.count >= ENTRIES || kept.bytes + bytes > BYTES) {
             kept.evict_oldest();
         }
         kept.clock += 1;
@@ -229,9 +239,11 @@ impl PlanCache {
             access,
             // Kept as it was made; every run gets a reset copy.
             physical: physical.clone(),
+            bytes,
             used,
         });
         kept.count += 1;
+        kept.bytes += bytes;
         tracing::debug!("plan cache: kept a plan ({} in all)", kept.count);
         Ok(())
     }
@@ -242,19 +254,30 @@ impl Kept {
         let oldest = self
             .plans
             .iter()
-            .flat_map(|(hash, entries)| entries.iter().map(move |e| (e.used, *hash)))
+            .flat_map(|(hash, entries)| {
+                entries
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, e)| (e.used, *hash, i))
+            })
             .min();
-        let Some((used, hash)) = oldest else {
+        let Some((_, hash, i)) = oldest else {
             return;
         };
         if let Some(entries) = self.plans.get_mut(&hash) {
-            entries.retain(|e| e.used != used);
+            let gone = entries.swap_remove(i);
             if entries.is_empty() {
                 self.plans.remove(&hash);
             }
             self.count -= 1;
+            self.bytes -= gone.bytes;
         }
     }
+}
+
+/// Whether sessions with `a` and `b` read the same rows.
+fn same_scope(a: &Arc<Access>, b: &Arc<Access>) -> bool {
+    Arc::ptr_eq(a, b) || a.read_scope() == b.read_scope()
 }
 
 /// `state` as a plan to be kept is made on: without dynamic filters (see
@@ -308,6 +331,10 @@ fn keepable(plan: &LogicalPlan) -> bool {
                         f.func.signature().volatility == Volatility::Immutable
                     }
                     Expr::ScalarVariable(..) | Expr::Placeholder(_) => false,
+                    // Planned as a `ScalarSubqueryExec`, whose results every
+                    // reset copy shares with the original's expressions:
+                    // two sessions running copies at once would mix them.
+                    Expr::ScalarSubquery(_) => false,
                     _ => true,
                 };
                 if fixed {

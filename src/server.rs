@@ -221,21 +221,17 @@ impl PgWireServerHandlers for Handlers {
 }
 
 /// Serves one client until it leaves. A client that goes away in the middle
-/// of a statement takes the statement with it: the connection is watched
-/// for the hang-up, and its task (with the query it runs) is dropped then,
-/// instead of computing an answer nobody will read.
-///
-/// The watch runs on `watchers` (the query runtime), not on the runtime
-/// that serves connections: a statement planned in its connection's task
-/// holds one of that runtime's workers until it unwinds, and while it does
-/// nothing may poll that runtime's I/O driver, so a watch there could not
-/// see the hang-up until planning ended.
+/// of a statement takes the statement with it: while a statement runs, the
+/// watchdog peeks at a second handle on the socket (`cancel::Cancels::
+/// hung_up`), and on the hang-up cancels the session's statement and
+/// aborts this connection's task, instead of computing an answer nobody
+/// will read. The second handle is never polled by a runtime: its
+/// readiness would wake a thread at every message the client sends.
 async fn serve_connection(
     socket: TcpStream,
     peer: SocketAddr,
     handlers: Arc<Handlers>,
     tls: Option<pgwire::tokio::TlsAcceptor>,
-    watchers: tokio::runtime::Handle,
 ) {
     tracing::debug!(%peer, "connection opened");
     // A second handle on the same socket, to see the hang-up while the
@@ -243,7 +239,11 @@ async fn serve_connection(
     let watch = socket
         .into_std()
         .and_then(|s| Ok((s.try_clone()?, s)))
-        .and_then(|(w, s)| Ok((w, TcpStream::from_std(s)?)));
+        .and_then(|(w, s)| {
+            // Shared with the first handle (one open file): peeks never wait.
+            w.set_nonblocking(true)?;
+            Ok((w, TcpStream::from_std(s)?))
+        });
     let (watch, socket) = match watch {
         Ok(pair) => pair,
         Err(e) => {
@@ -251,45 +251,15 @@ async fn serve_connection(
             return;
         }
     };
-    let cancels = handlers.cancel.clone();
-    let connection = tokio::spawn(pgwire::tokio::process_socket(socket, tls, handlers));
-    let abort = connection.abort_handle();
-    let watcher = watchers.spawn(async move {
-        // Registered with the runtime it runs on.
-        let watch = match TcpStream::from_std(watch) {
-            Ok(watch) => watch,
-            Err(e) => {
-                tracing::warn!(%peer, "cannot watch a connection for its hang-up: {e}");
-                return;
-            }
-        };
-        hang_up(&watch).await;
-        tracing::info!(%peer, "client went away; its statement, if any, is cancelled");
-        // A statement being planned in the task sees the cancel (the abort
-        // lands only where the task yields).
-        cancels.hang_up(peer);
-        abort.abort();
-    });
+    let connection = tokio::spawn(pgwire::tokio::process_socket(socket, tls, handlers.clone()));
+    let _watched = handlers
+        .cancel
+        .watch_connection(peer, watch, connection.abort_handle());
     match connection.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::info!(%peer, "connection ended with an error: {e}"),
         Err(e) if e.is_cancelled() => {}
         Err(e) => tracing::error!(%peer, "connection task failed: {e}"),
-    }
-    watcher.abort();
-}
-
-/// Returns once the client has closed its side of `socket` (or it failed).
-/// Peeks, never reads: the bytes belong to the connection's own handle.
-async fn hang_up(socket: &TcpStream) {
-    let mut byte = [0u8; 1];
-    loop {
-        match socket.peek(&mut byte).await {
-            Ok(0) | Err(_) => return,
-            // Data waits for the connection to read it (a pipelined
-            // message while a statement runs): look again shortly.
-            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
-        }
     }
 }
 
@@ -490,9 +460,8 @@ pub async fn run(
                     Ok(slot) => {
                         let handlers = handlers.clone();
                         let tls = security.tls.clone();
-                        let watchers = queries.clone();
                         tokio::spawn(async move {
-                            serve_connection(socket, peer, handlers, tls, watchers).await;
+                            serve_connection(socket, peer, handlers, tls).await;
                             drop(slot);
                         });
                     }

@@ -272,7 +272,7 @@ fn canceled() -> PgWireError {
 #[derive(Clone)]
 struct Stops {
     deadline: Option<tokio::time::Instant>,
-    cancel: Option<tokio::sync::watch::Receiver<u64>>,
+    cancel: Option<super::cancel::StatementCancel>,
 }
 
 impl Stops {
@@ -296,11 +296,9 @@ impl Stops {
         {
             return Some(timed_out());
         }
-        if self
-            .cancel
-            .as_ref()
-            .is_some_and(|c| c.has_changed().unwrap_or(false) || super::cancel::gone(c))
-        {
+        if self.cancel.as_ref().is_some_and(|c| {
+            c.receiver.has_changed().unwrap_or(false) || super::cancel::gone(&c.receiver)
+        }) {
             return Some(canceled());
         }
         None
@@ -317,11 +315,15 @@ impl Stops {
         };
         let cancel = async {
             // A client that hung up before the statement started.
-            if self.cancel.as_ref().is_some_and(super::cancel::gone) {
+            if self
+                .cancel
+                .as_ref()
+                .is_some_and(|c| super::cancel::gone(&c.receiver))
+            {
                 return;
             }
             let ended = match &mut self.cancel {
-                Some(c) => c.changed().await.is_err(),
+                Some(c) => c.receiver.changed().await.is_err(),
                 None => true,
             };
             // A session that ended cannot be cancelled any more.
@@ -525,12 +527,22 @@ async fn until<T>(
 }
 
 /// A stop flag for a statement that may plan inline, which the watchdog
-/// sets once one of `stops` fires, while the registration lives.
+/// sets once one of `stops` fires or the client hung up, while the
+/// registration lives. The hang-up cancels the session, so the statement's
+/// `Stops::fired` resolves too.
 fn watched(stops: &Stops) -> (Arc<AtomicBool>, super::watchdog::Registration) {
     let flag = Arc::new(AtomicBool::new(false));
     let stops = stops.clone();
-    let registration =
-        super::watchdog::watch(move || stops.fired_already().is_some(), flag.clone());
+    let registration = super::watchdog::watch(
+        move || {
+            stops.fired_already().is_some()
+                || stops
+                    .cancel
+                    .as_ref()
+                    .is_some_and(super::cancel::StatementCancel::hung_up)
+        },
+        flag.clone(),
+    );
     (flag, registration)
 }
 

@@ -5,7 +5,8 @@
 //! yields: while it runs, that task cannot see its timeout, a cancel
 //! request or a hang-up. So every statement that may stop registers here
 //! while its handler runs; every `TICK` this thread asks each registered
-//! statement whether its stop fired, and if so sets its flag. The handler
+//! statement whether its stop fired or its client hung up
+//! (`cancel::Cancels::hung_up`), and if so sets its flag. The handler
 //! is polled under `recursive::stop_when(flag)` (vendor/recursive), so
 //! DataFusion's next recursion unwinds and `session::until` answers the
 //! client. Registering is a lock and a map insert; nothing is woken.
@@ -78,7 +79,8 @@ impl Drop for Registration {
 
 /// Sets `flag` once `fired` says the statement's stop fired, until the
 /// registration is dropped. `fired` runs on the watchdog's thread, under
-/// its lock: it must only look (a clock, an atomic).
+/// its lock: it must only look (a clock, an atomic, a peek at a socket
+/// that cannot block).
 pub(super) fn watch(
     fired: impl Fn() -> bool + Send + 'static,
     flag: Arc<AtomicBool>,

@@ -66,7 +66,16 @@ pub async fn engine(warehouse: &Warehouse, memory_limit: usize, cache: usize) ->
         .with_default_catalog_and_schema(DATABASE, SCHEMA)
         .with_create_default_catalog_and_schema(true)
         // `timestamptz` is a timestamp in UTC, as the reports' times are.
-        .set_str("datafusion.execution.time_zone", "UTC");
+        .set_str("datafusion.execution.time_zone", "UTC")
+        // A few hundred rows (a district's wards, a filtered catalog
+        // table) are not split across threads: handing them to another
+        // thread costs more than the work, and on an idle server that
+        // thread must be woken first. The estimates are good here: the
+        // warehouse's tables hand their rows to the plan in memory.
+        .set_bool(
+            "datafusion.execution.use_row_number_estimates_to_optimize_partitioning",
+            true,
+        );
     let mut runtime = RuntimeEnvBuilder::new();
     if memory_limit > 0 {
         // Each spilling operator gets a fair share; one that cannot spill

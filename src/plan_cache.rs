@@ -16,9 +16,11 @@
 //!   substituted (`LogicalPlan` is compared whole);
 //! - the same data: every table it reads is one of the warehouse's
 //!   (`baocao_queries::TABLES`), whose content is fixed by the version of
-//!   the reports' Delta table (the catalog tables never change while the
-//!   server runs); the cache holds plans of one version and empties when a
-//!   newer one is seen, so a commit is visible to the next query as before;
+//!   the reports' Delta table and the date in Hanoi (by which
+//!   `report_status` judges deadlines; the catalog tables never change
+//!   while the server runs); the cache holds plans of one version and one
+//!   date, and empties when a newer one is seen, so a commit is visible to
+//!   the next query as before, and a report becomes missing at midnight;
 //! - the same rows for the session: the plans of sessions whose read scope
 //!   differs are apart (`row_scope` puts the scope into the plan);
 //! - the same engine settings: the plans of one `ConfigOptions` (nothing
@@ -78,6 +80,7 @@ pub struct PlanCache {
 #[derive(Clone)]
 struct Epoch {
     version: Option<u64>,
+    today: chrono::NaiveDate,
     /// Held, so that its address cannot be another's while it is kept:
     /// DataFusion copies options on write while they are shared.
     config: Arc<ConfigOptions>,
@@ -85,7 +88,9 @@ struct Epoch {
 
 impl Epoch {
     fn same(&self, other: &Epoch) -> bool {
-        self.version == other.version && Arc::ptr_eq(&self.config, &other.config)
+        self.version == other.version
+            && self.today == other.today
+            && Arc::ptr_eq(&self.config, &other.config)
     }
 }
 
@@ -150,6 +155,7 @@ impl PlanCache {
         }
         let epoch = Epoch {
             version: self.reports.newest_version(state).await?,
+            today: baocao_queries::today(),
             config: state.config_options().clone(),
         };
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(plan);
@@ -158,11 +164,11 @@ impl PlanCache {
         };
         match &kept.epoch {
             Some(current) if current.same(&epoch) => {}
-            // Versions only grow: a statement that read an older one than
-            // another already saw neither uses nor keeps plans.
+            // Versions and dates only grow: a statement that read older
+            // ones than another already saw neither uses nor keeps plans.
             Some(current)
                 if Arc::ptr_eq(&current.config, &epoch.config)
-                    && current.version > epoch.version =>
+                    && (current.version > epoch.version || current.today > epoch.today) =>
             {
                 return Ok(Lookup::Miss(None));
             }
@@ -197,15 +203,17 @@ impl PlanCache {
     }
 
     /// Keeps `physical`, made for the ticket's plan on `state`, unless a
-    /// newer version landed while it was planned (its scans may have read
-    /// either) or it holds too many rows.
+    /// newer version landed or the date changed while it was planned (its
+    /// scans may have read either) or it holds too many rows.
     pub async fn keep(
         &self,
         ticket: Box<Ticket>,
         physical: &Arc<dyn ExecutionPlan>,
         state: &SessionState,
     ) -> Result<()> {
-        if self.reports.newest_version(state).await? != ticket.epoch.version {
+        if self.reports.newest_version(state).await? != ticket.epoch.version
+            || baocao_queries::today() != ticket.epoch.today
+        {
             return Ok(());
         }
         let bytes = rows_bytes(physical);
@@ -383,4 +391,30 @@ fn rows_bytes(plan: &Arc<dyn ExecutionPlan>) -> usize {
         Ok(TreeNodeRecursion::Continue)
     });
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(version: u64, day: u32, config: &Arc<ConfigOptions>) -> Epoch {
+        Epoch {
+            version: Some(version),
+            today: chrono::NaiveDate::from_ymd_opt(2025, 7, day).unwrap_or_default(),
+            config: config.clone(),
+        }
+    }
+
+    #[test]
+    fn plans_are_of_one_version_date_and_options() {
+        let config = Arc::new(ConfigOptions::default());
+        let same_values = Arc::new(ConfigOptions::default());
+        let kept = epoch(7, 5, &config);
+        assert!(kept.same(&epoch(7, 5, &config)));
+        // A commit, midnight in Hanoi (a pending report becomes missing),
+        // other options.
+        assert!(!kept.same(&epoch(8, 5, &config)));
+        assert!(!kept.same(&epoch(7, 6, &config)));
+        assert!(!kept.same(&epoch(7, 5, &same_values)));
+    }
 }

@@ -39,11 +39,13 @@ pub use functions::InvalidArgument;
 pub use latest::LatestReports;
 pub use live::LiveDeltaTable;
 pub use rollup::{Frame, Rollup};
-pub use status::{Status, StatusView};
+pub use status::{Status, StatusView, today};
 
 /// Every table `register` adds. What each shows is fixed by the version of
-/// the Delta table `register` returns: the report tables read it, and the
-/// catalog tables never change while the server runs.
+/// the Delta table `register` returns and the date in Hanoi (`today`): the
+/// report tables read the table, `report_status` and `completeness` judge
+/// deadlines by the date, and the catalog tables never change while the
+/// server runs.
 pub const TABLES: &[&str] = &[
     "units",
     "unit_ancestors",

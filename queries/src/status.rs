@@ -312,6 +312,12 @@ fn hanoi() -> FixedOffset {
     FixedOffset::east_opt(7 * 3600).unwrap_or_else(|| Utc.fix())
 }
 
+/// The date in Hanoi, by which `report_status` and `completeness` judge
+/// deadlines (missing or pending) and list periods (up to today's).
+pub fn today() -> NaiveDate {
+    Utc::now().with_timezone(&hanoi()).date_naive()
+}
+
 #[async_trait]
 impl TableProvider for Status {
     fn schema(&self) -> SchemaRef {
@@ -343,7 +349,7 @@ impl TableProvider for Status {
             .iter()
             .filter(|f| wanted.allows("form", &f.code))
             .collect();
-        let today = Utc::now().with_timezone(&hanoi()).date_naive();
+        let today = today();
         let arrivals = self.arrivals.get(state, &wanted).await?;
         let rows = self.statuses(&forms, &wanted, &arrivals, today);
         let batch = match self.view {

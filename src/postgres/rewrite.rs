@@ -34,7 +34,14 @@ const REGPROC_COLUMNS: &[&str] = &[
 
 /// Applies every AST rule to `statement`.
 pub fn postgres_forms(statement: &mut Statement, client: &(dyn ClientInfo + Send + Sync)) {
-    let search_path = settings::value(client, "search_path")
+    let search_path = search_path(client);
+    let _ = statement.visit(&mut PostgresForms { search_path });
+}
+
+/// The session's search path, `$user` resolved: the one thing of the
+/// session the rules read.
+pub fn search_path(client: &(dyn ClientInfo + Send + Sync)) -> Vec<String> {
+    settings::value(client, "search_path")
         .unwrap_or_default()
         .split(',')
         .map(|s| s.trim().trim_matches('"').to_string())
@@ -50,8 +57,7 @@ pub fn postgres_forms(statement: &mut Statement, client: &(dyn ClientInfo + Send
             }
         })
         .filter(|s| !s.is_empty())
-        .collect();
-    let _ = statement.visit(&mut PostgresForms { search_path });
+        .collect()
 }
 
 struct PostgresForms {

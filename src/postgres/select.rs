@@ -22,7 +22,8 @@
 //!   datafusion-postgres 0.19 optimises it, then hands it to
 //!   `execute_logical_plan`, whose physical planning optimises it again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -56,18 +57,51 @@ use crate::sqlstate::df_error;
 pub struct SelectHook {
     /// Where queries are planned (see the module's documentation).
     queries: tokio::runtime::Handle,
+    /// The logical plans of statements that come again.
+    statements: StatementPlans,
     /// The physical plans of queries that come again.
     plans: Arc<PlanCache>,
 }
 
 impl SelectHook {
     pub fn new(queries: tokio::runtime::Handle, plans: Arc<PlanCache>) -> SelectHook {
-        SelectHook { queries, plans }
+        SelectHook {
+            queries,
+            statements: StatementPlans::default(),
+            plans,
+        }
     }
 
     /// Plans `statement` with PostgreSQL's names, session functions and
     /// parameter types.
     async fn plan(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> PgWireResult<LogicalPlan> {
+        // A statement that calls no session function is planned the same
+        // for every session with the same search path.
+        let kept = (!mentions_session(statement)).then(|| {
+            let search_path = rewrite::search_path(client);
+            let hash =
+                BuildHasherDefault::<DefaultHasher>::default().hash_one((statement, &search_path));
+            (hash, search_path)
+        });
+        if let Some((hash, search_path)) = &kept
+            && let Some(plan) = self.statements.get(*hash, statement, search_path)
+        {
+            return Ok(plan);
+        }
+        let plan = self.plan_afresh(statement, ctx, client).await?;
+        if let Some((hash, search_path)) = kept {
+            self.statements
+                .keep(hash, statement.clone(), search_path, plan.clone());
+        }
+        Ok(plan)
+    }
+
+    async fn plan_afresh(
         &self,
         statement: &Statement,
         ctx: &SessionContext,
@@ -161,6 +195,61 @@ impl SelectHook {
             .flatten();
         Ok(Response::Query(QueryResponse::new(fields, rows)))
     }
+}
+
+/// How many statements' logical plans `StatementPlans` keeps.
+const STATEMENTS: usize = 1024;
+
+/// The logical plans of statements planned before, by the statement and
+/// the search path it was planned with (see `SelectHook::plan`). Parsing
+/// is not saved (the statement is the key), the SQL planner's work is:
+/// about a sixth of a short lookup's server time. A logical plan depends
+/// on nothing else that changes while the server runs (no DDL reaches the
+/// engine); the physical plan is `plan_cache`'s business.
+#[derive(Default)]
+struct StatementPlans {
+    /// By the hash of the statement and search path.
+    kept: std::sync::Mutex<HashMap<u64, Vec<PlannedStatement>>>,
+}
+
+/// A statement, the search path it was planned with, and its plan.
+type PlannedStatement = (Statement, Vec<String>, LogicalPlan);
+
+impl StatementPlans {
+    fn get(&self, hash: u64, statement: &Statement, search_path: &[String]) -> Option<LogicalPlan> {
+        let kept = self.kept.lock().ok()?;
+        kept.get(&hash)?
+            .iter()
+            .find(|(s, p, _)| s == statement && p.as_slice() == search_path)
+            .map(|(_, _, plan)| plan.clone())
+    }
+
+    fn keep(&self, hash: u64, statement: Statement, search_path: Vec<String>, plan: LogicalPlan) {
+        let Ok(mut kept) = self.kept.lock() else {
+            return;
+        };
+        // Plenty for the statements of dashboards, drivers and scripts; a
+        // flood of different statements starts the set afresh.
+        if kept.values().map(Vec::len).sum::<usize>() >= STATEMENTS {
+            kept.clear();
+        }
+        kept.entry(hash)
+            .or_default()
+            .push((statement, search_path, plan));
+    }
+}
+
+/// Whether `statement` calls a function whose value is the session's
+/// (`substitute_session_functions`, `apply_set_config`).
+fn mentions_session(statement: &Statement) -> bool {
+    ast::visit_expressions(statement, |e| {
+        if call(e).is_some() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .is_break()
 }
 
 /// Applies the `set_config(name, value, false)` calls of a query to the

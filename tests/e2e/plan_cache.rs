@@ -153,3 +153,41 @@ async fn what_moves_by_itself_is_planned_every_time() {
     assert!(kept[0].contains("(1 in all)"), "{kept:?}");
     server.logged(HIT, 1).await;
 }
+
+#[tokio::test]
+async fn a_statement_with_session_values_is_planned_for_each_session() {
+    let w = TestWarehouse::demo_with_accounts("2025-06", "2025-06");
+    let server = TestServer::start_with_env(&w, &[], LOG).await;
+    let admin = server.login("admin", "admin").await.expect("admin");
+    let analyst = server.login("analyst", "analyst").await.expect("analyst");
+    admin
+        .batch_execute("SET application_name = 'first'")
+        .await
+        .expect("set");
+    analyst
+        .batch_execute("SET application_name = 'second'")
+        .await
+        .expect("set");
+    // The same text, over both protocols, twice each: every answer is
+    // the session's own.
+    let sql = "SELECT current_setting('application_name') || ' ' || current_user, \
+               count(*) FROM reports WHERE period = '2025-06'";
+    for _ in 0..2 {
+        for (client, expected) in [(&admin, "first admin"), (&analyst, "second analyst")] {
+            let row = client.query_one(sql, &[]).await.expect("extended");
+            assert_eq!(row.get::<_, String>(0), expected);
+            let simple = client.simple_query(sql).await.expect("simple");
+            let value = simple.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            });
+            assert_eq!(value.as_deref(), Some(expected));
+        }
+    }
+    // Without session values, the statement's plan is shared, and so is
+    // the physical plan for sessions that read the same rows.
+    let sql = "SELECT count(*)::float8 FROM reports WHERE period = '2025-06'";
+    let n = number(&admin, sql).await;
+    assert_eq!(number(&analyst, sql).await, n);
+    server.logged(HIT, 1).await;
+}

@@ -140,7 +140,7 @@ impl PlanCache {
 
     /// The kept plan for `plan`, run by a session with `access` on
     /// `state`, if there is one for now; else whether the plan made may
-    /// be kept.
+    /// be kept. Without `access` (or outside a session) nothing is kept.
     pub async fn lookup(
         &self,
         plan: &LogicalPlan,

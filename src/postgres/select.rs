@@ -81,8 +81,9 @@ impl SelectHook {
         client: &(dyn ClientInfo + Send + Sync),
     ) -> PgWireResult<LogicalPlan> {
         // A statement that calls no session function is planned the same
-        // for every session with the same search path.
-        let kept = (!mentions_session(statement)).then(|| {
+        // for every session with the same search path. A long one (planned
+        // apart, see `session::planned`) is not kept: its plan may be large.
+        let kept = (!mentions_session(statement) && !long(statement)).then(|| {
             let search_path = rewrite::search_path(client);
             let hash =
                 BuildHasherDefault::<DefaultHasher>::default().hash_one((statement, &search_path));
@@ -139,7 +140,9 @@ impl SelectHook {
     ) -> PgWireResult<Response> {
         let schema: DFSchemaRef = plan.schema().clone();
         let state = ctx.state();
-        let access = crate::row_scope::current().ok();
+        let long = long(statement);
+        // A long statement's plan is not kept: it may be large.
+        let access = (!long).then(|| crate::row_scope::current().ok()).flatten();
         let batches: SendableRecordBatchStream = match self
             .plans
             .lookup(&plan, access, &state)
@@ -152,7 +155,6 @@ impl SelectHook {
             }
             Lookup::Miss(ticket) => {
                 let plans = self.plans.clone();
-                let long = long(statement);
                 planned(&self.queries, client, long, async move {
                     let made_on = match ticket {
                         Some(_) => plan_cache::for_keeping(state.clone()),
@@ -163,11 +165,11 @@ impl SelectHook {
                         .create_physical_plan(&plan)
                         .await
                         .map_err(df_error)?;
-                    if let Some(ticket) = ticket {
-                        plans
-                            .keep(ticket, &physical, &state)
-                            .await
-                            .map_err(df_error)?;
+                    // Not kept is only slower next time.
+                    if let Some(ticket) = ticket
+                        && let Err(e) = plans.keep(ticket, &physical, &state).await
+                    {
+                        tracing::warn!("a plan was not kept: {e}");
                     }
                     datafusion::physical_plan::execute_stream(physical, state.task_ctx())
                         .map_err(df_error)

@@ -17,9 +17,11 @@
 //! PostgreSQL dialect has no `ON UNIT`), in both protocols: over the
 //! extended one, Parse keeps the text without a plan and Execute runs it.
 //!
-//! The settings guard: `SET datafusion.*` changes the engine of every
-//! session (memory limit, parallelism), so only an admin may; and a
-//! non-admin may shorten `statement_timeout` but not lift the server's.
+//! The settings guard: `SET datafusion.*` names the engine shared by every
+//! session (memory limit, parallelism), so only an admin may send it (it
+//! is kept as a session setting and changes nothing in the engine, whose
+//! settings come from the server's flags); and a non-admin may shorten
+//! `statement_timeout` but not lift the server's.
 
 use async_trait::async_trait;
 use baocao_access::{

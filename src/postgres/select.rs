@@ -81,9 +81,12 @@ impl SelectHook {
         client: &(dyn ClientInfo + Send + Sync),
     ) -> PgWireResult<LogicalPlan> {
         // A statement that calls no session function is planned the same
-        // for every session with the same search path. A long one (planned
-        // apart, see `session::planned`) is not kept: its plan may be large.
-        let kept = (!mentions_session(statement) && !long(statement)).then(|| {
+        // for every session with the same search path (`$user` resolved:
+        // the same user, by default). A long one (planned apart, see
+        // `session::planned`) is not kept: its plan may be large.
+        let fixed =
+            !mentions_session(statement) && !calls_table_function(statement) && !long(statement);
+        let kept = fixed.then(|| {
             let search_path = rewrite::search_path(client);
             let hash =
                 BuildHasherDefault::<DefaultHasher>::default().hash_one((statement, &search_path));
@@ -205,9 +208,11 @@ const STATEMENTS: usize = 1024;
 /// The logical plans of statements planned before, by the statement and
 /// the search path it was planned with (see `SelectHook::plan`). Parsing
 /// is not saved (the statement is the key), the SQL planner's work is:
-/// about a sixth of a short lookup's server time. A logical plan depends
-/// on nothing else that changes while the server runs (no DDL reaches the
-/// engine); the physical plan is `plan_cache`'s business.
+/// about a sixth of a short lookup's server time. Apart from the session
+/// functions and table functions' arguments, which keep a statement out, a
+/// logical plan depends on nothing else that changes while the server runs
+/// (no DDL reaches the engine); the physical plan is `plan_cache`'s
+/// business.
 #[derive(Default)]
 struct StatementPlans {
     /// By the hash of the statement and search path.
@@ -239,6 +244,27 @@ impl StatementPlans {
             .or_default()
             .push((statement, search_path, plan));
     }
+}
+
+/// Whether `statement` reads from a table function (`reports_as_of(...)`,
+/// `generate_series(...)`). DataFusion evaluates a table function's
+/// arguments when it plans the statement, with the statement's start time
+/// for `now()`: its logical plan holds the values, and is the statement's
+/// only.
+fn calls_table_function(statement: &Statement) -> bool {
+    struct Calls;
+    impl ast::Visitor for Calls {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, table: &ast::TableFactor) -> ControlFlow<()> {
+            match table {
+                ast::TableFactor::Table { args: Some(_), .. }
+                | ast::TableFactor::Function { .. }
+                | ast::TableFactor::TableFunction { .. } => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    ast::Visit::visit(statement, &mut Calls).is_break()
 }
 
 /// Whether `statement` calls a function whose value is the session's

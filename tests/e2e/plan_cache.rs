@@ -145,7 +145,15 @@ async fn what_moves_by_itself_is_planned_every_time() {
     let a: f64 = client.query_one(sql, &[]).await.expect("random").get(0);
     let b: f64 = client.query_one(sql, &[]).await.expect("random").get(0);
     assert_ne!(a, b);
-    // Neither was kept: the next kept plan is the first.
+    // A table function's arguments are evaluated when the statement is
+    // planned: `now()` there moves too.
+    let sql = "SELECT max(value)::text FROM \
+               generate_series(now() - interval '1 minute', now(), interval '1 second')";
+    let first: String = client.query_one(sql, &[]).await.expect("series").get(0);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let second: String = client.query_one(sql, &[]).await.expect("series").get(0);
+    assert_ne!(first, second);
+    // None was kept: the next kept plan is the first.
     let sql = "SELECT count(*)::float8 FROM reports WHERE period = '2025-06'";
     let n = number(&client, sql).await;
     assert_eq!(number(&client, sql).await, n);

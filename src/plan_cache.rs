@@ -28,7 +28,11 @@
 //!   anything do so, DataFusion makes new ones, and the plans go);
 //! - nothing that changes by itself: no function that is not immutable
 //!   (`now()` is folded into the plan by the optimiser), no placeholder, no
-//!   variable.
+//!   variable, no table function (not a warehouse table: its arguments are
+//!   evaluated when planned);
+//! - nothing a reset copy would share with another run: no scalar subquery
+//!   (its `ScalarSubqueryExec` shares its results with the expressions of
+//!   its input, which a reset does not rebuild).
 //!
 //! A plan is reset before each run (`reset_plan_states`: fresh operator
 //! state), so sessions may run one plan at once. The plans that are kept are

@@ -224,11 +224,14 @@ async fn psql_copy_out_and_errors_that_leave_the_session_usable() {
         "-c",
         "SELECT CAST(12 AS DOUBLE PRECISION), CAST('Infinity' AS DOUBLE PRECISION), \
          CAST(1e20 AS DOUBLE PRECISION), CAST(1.5e-7 AS DOUBLE PRECISION), \
-         CAST(0.1 AS DOUBLE PRECISION) + CAST(0.2 AS DOUBLE PRECISION), CAST(NULL AS DOUBLE PRECISION) IS NULL",
+         CAST(0.1 AS DOUBLE PRECISION) + CAST(0.2 AS DOUBLE PRECISION), CAST(NULL AS DOUBLE PRECISION) IS NULL, \
+         CAST(-7 AS DOUBLE PRECISION), CAST(100 AS DOUBLE PRECISION), \
+         CAST(999999999999999 AS DOUBLE PRECISION), CAST(1e15 AS DOUBLE PRECISION), \
+         CAST(-2.5 AS DOUBLE PRECISION)",
     ]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "12|Infinity|1e+20|1.5e-07|0.30000000000000004|t\n"
+        "12|Infinity|1e+20|1.5e-07|0.30000000000000004|t|-7|100|999999999999999|1e+15|-2.5\n"
     );
     // One session: an error, then the session goes on.
     let out = server.psql(&[

@@ -52,6 +52,12 @@ impl ExtraFloatDigits {
         // This preserves the original binary float value exactly
         // At most 17 digits for f64
         if extra >= 1 {
+            // baocao's patch: a whole number below 1e15 (a count, mostly)
+            // is its integer digits, which is what `shortest` makes of it,
+            // without formatting the float in scientific form first.
+            if value.fract() == 0.0 && value.abs() < 1e15 {
+                return format_smolstr!("{}", value as i64);
+            }
             return shortest(&format!("{value:e}"), Self::DBL_DIG as i32);
         }
 

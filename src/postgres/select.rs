@@ -240,9 +240,14 @@ impl StatementPlans {
         if kept.values().map(Vec::len).sum::<usize>() >= STATEMENTS {
             kept.clear();
         }
-        kept.entry(hash)
-            .or_default()
-            .push((statement, search_path, plan));
+        let entries = kept.entry(hash).or_default();
+        // Two sessions may have planned it at once.
+        if !entries
+            .iter()
+            .any(|(s, p, _)| *s == statement && *p == search_path)
+        {
+            entries.push((statement, search_path, plan));
+        }
     }
 }
 

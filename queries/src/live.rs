@@ -197,11 +197,6 @@ impl LiveDeltaTable {
         };
         Ok((provider, Some(identities), version))
     }
-
-    /// The version the last scan read.
-    pub async fn version(&self) -> Option<u64> {
-        self.table.lock().await.table().version()
-    }
 }
 
 #[async_trait]

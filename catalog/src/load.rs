@@ -12,6 +12,7 @@
 //! newest file in force on its date.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
 use std::path::Path;
 
 use chrono::NaiveDate;
@@ -304,6 +305,16 @@ fn build_hierarchies(
         }
         sources.entry(date).or_default().push(file);
     }
+    // The wards each change file retires: a province whose wards a later
+    // change retires (one the reform merged into another) is not carried
+    // forward into the versions from that change on.
+    let mut retired: BTreeMap<NaiveDate, HashSet<String>> = BTreeMap::new();
+    for (date, text, file) in &change_files {
+        retired
+            .entry(*date)
+            .or_default()
+            .extend(old_codes(text, file)?);
+    }
     let dates: BTreeSet<NaiveDate> = sources.keys().copied().collect();
     let mut versions = Vec::new();
     for date in &dates {
@@ -313,9 +324,19 @@ fn build_hierarchies(
                 .range(..=*date)
                 .next_back()
                 .or_else(|| snapshots.iter().next());
-            if let Some((_, us)) = chosen {
-                units.extend(us.iter().cloned());
+            let Some((taken, us)) = chosen else {
+                continue;
+            };
+            let retired_since = |u: &Unit| {
+                taken < date
+                    && retired
+                        .range((Bound::Excluded(*taken), Bound::Included(*date)))
+                        .any(|(_, codes)| codes.contains(u.code.as_str()))
+            };
+            if us.iter().any(retired_since) {
+                continue;
             }
+            units.extend(us.iter().cloned());
         }
         let files = sources.get(date).map(|f| f.join(", ")).unwrap_or_default();
         versions.push(HierarchyVersion::new(*date, units, &files)?);
@@ -327,6 +348,22 @@ fn build_hierarchies(
     }
     hierarchies = Hierarchies::new(hierarchies.versions().to_vec(), changes);
     Ok(hierarchies)
+}
+
+/// The `old_code` column of a ward-change file.
+fn old_codes(text: &str, file: &str) -> Result<Vec<String>, CatalogError> {
+    let mut reader = csv_reader(text);
+    check_headers(&mut reader, &["old_code", "new_code", "kind"], file)?;
+    let headers = reader.headers().map_err(|e| csv_error(file, e))?.clone();
+    let mut out = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| csv_error(file, e))?;
+        let row: ChangeRow = record
+            .deserialize(Some(&headers))
+            .map_err(|e| CatalogError::invalid(file, line_of(&record), e.to_string()))?;
+        out.push(row.old_code);
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]
@@ -679,6 +716,52 @@ mod tests {
             .find(|f| f.code == "ward_monthly")
             .expect("ward_monthly");
         assert!(monthly.indicators.contains(&"births".to_string()));
+    }
+
+    /// The whole country's hierarchy (the `vn` benchmark's): the reform
+    /// merged 63 provinces into 34, and the 29 merged away are not carried
+    /// into the new version, whose ward codes reuse theirs.
+    #[test]
+    fn the_country_loads_with_the_real_counts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_default_files(dir.path()).expect("write");
+        let country = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/data/vietnam");
+        for name in [
+            "units_2025-01-01.csv",
+            "units_2025-07-01.csv",
+            "ward_changes_2025-07-01.csv",
+        ] {
+            std::fs::copy(country.join(name), dir.path().join("hierarchy").join(name))
+                .expect("copy");
+        }
+        let cat = load_dir(dir.path()).expect("load");
+        let versions = cat.hierarchies().versions();
+        let count = |v: &HierarchyVersion, l: Level| v.units().filter(|u| u.level == l).count();
+        let counts = |v: &HierarchyVersion| {
+            (
+                count(v, Level::Province),
+                count(v, Level::District),
+                count(v, Level::Ward),
+            )
+        };
+        assert_eq!(versions.len(), 2);
+        assert_eq!(counts(&versions[0]), (63, 696, 10_035));
+        assert_eq!(counts(&versions[1]), (34, 0, 3_321));
+        assert_eq!(cat.hierarchies().changes().len(), 10_597);
+        // Ward 00691 was Phường Trần Phú of Hà Giang; from the reform the
+        // code names a merged ward of Tuyên Quang.
+        let code = |v: &HierarchyVersion| {
+            v.get_str("00691")
+                .map(|u| (u.name.clone(), u.parent.clone().map(|p| p.to_string())))
+        };
+        assert_eq!(
+            code(&versions[0]),
+            Some(("Phường Trần Phú".to_string(), Some("024".to_string())))
+        );
+        assert_eq!(
+            code(&versions[1]),
+            Some(("Phường Hà Giang 2".to_string(), Some("08".to_string())))
+        );
     }
 
     #[test]

@@ -33,6 +33,11 @@ pub const MAX_DEPTH: usize = 2_000;
 /// Refuses a statement nested deeper than [`MAX_DEPTH`] with SQLSTATE 54001.
 /// A statement the tokenizer cannot read passes: the parser reports it.
 pub fn check(sql: &str) -> Result<(), PgWireError> {
+    // Every level of the estimate is a token of at least one byte (plus
+    // the outermost), so a shorter text cannot exceed the bound.
+    if sql.len() < MAX_DEPTH {
+        return Ok(());
+    }
     let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
         return Ok(());
     };
@@ -211,6 +216,23 @@ mod tests {
     fn statements_are_measured_each_on_its_own() {
         assert_eq!(depth_of("SELECT 1 + 2; SELECT 1 + 2 + 3 + 4"), 4);
         assert_eq!(depth_of("SELECT ((("), 4);
+    }
+
+    #[test]
+    fn a_text_shorter_than_the_bound_cannot_exceed_it() {
+        // `check` reads no text shorter than MAX_DEPTH: these are as deep
+        // as such a text can be, every byte a bracket or an operator.
+        for sql in [
+            "(".repeat(MAX_DEPTH - 1),
+            "[".repeat(MAX_DEPTH - 1),
+            format!("SELECT 1{}", "+1".repeat((MAX_DEPTH - 10) / 2)),
+            format!("SELECT {}", "CASE ".repeat((MAX_DEPTH - 8) / 5)),
+        ] {
+            assert!(sql.len() < MAX_DEPTH);
+            let depth = depth_of(&sql);
+            assert!(depth <= MAX_DEPTH, "{depth} levels in {} bytes", sql.len());
+            assert!(check(&sql).is_ok());
+        }
     }
 
     #[test]

@@ -287,6 +287,14 @@ fn syntax(message: &str) -> PgWireError {
 
 /// The role statement `sql` is, if it is one.
 pub fn recognize(sql: &str) -> Option<PgWireResult<RoleStatement>> {
+    // Every role statement starts with one of these words: a text without
+    // them is not one, and need not be tokenized.
+    if !["create", "alter", "drop", "grant", "revoke"]
+        .iter()
+        .any(|word| contains_ignoring_case(sql, word))
+    {
+        return None;
+    }
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
     let mut tokens: Vec<Token> = tokens
         .into_iter()
@@ -329,6 +337,13 @@ pub fn recognize(sql: &str) -> Option<PgWireResult<RoleStatement>> {
     // GRANT SELECT ON ... is not a role statement.
     let role = w.role_kind()?;
     Some(parse_grant(&mut w, grant, role))
+}
+
+/// Whether `text` holds `word` (ASCII, lower case) in any case.
+fn contains_ignoring_case(text: &str, word: &str) -> bool {
+    text.as_bytes()
+        .windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
 }
 
 fn parse_create(w: &mut Words) -> PgWireResult<RoleStatement> {

@@ -31,7 +31,8 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchemaRef, ParamValues};
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::session_state::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::expr::Placeholder;
 use datafusion::logical_expr::{Expr as DfExpr, Filter, LogicalPlan, Projection, lit};
 use datafusion::prelude::SessionContext;
@@ -61,6 +62,15 @@ pub struct SelectHook {
     statements: StatementPlans,
     /// The physical plans of queries that come again.
     plans: Arc<PlanCache>,
+    /// A copy of the engine's session state and a task context made from
+    /// it, while the state's options stay the same (see `state`).
+    state: std::sync::Mutex<Option<Arc<EngineState>>>,
+}
+
+/// The engine's session state as a statement runs on it.
+struct EngineState {
+    state: SessionState,
+    task: Arc<TaskContext>,
 }
 
 impl SelectHook {
@@ -69,7 +79,40 @@ impl SelectHook {
             queries,
             statements: StatementPlans::default(),
             plans,
+            state: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The engine's session state, and a task context to run plans in.
+    ///
+    /// Copying the state and making a task context copy its registries of
+    /// hundreds of functions: a tenth of a point lookup's server time. The
+    /// engine's tables, functions and object stores are registered before
+    /// the server starts, and the catalogs are shared, so one copy serves
+    /// while the options are the same `Arc` (a change to them through the
+    /// context makes a new one while this copy holds the old). Its start
+    /// time is not a statement's: whatever plans or optimises (and so
+    /// folds `now()`) takes a fresh copy, `SessionContext::state`; this
+    /// one runs kept plans and finds the newest version.
+    fn state(&self, ctx: &SessionContext) -> Arc<EngineState> {
+        let current = ctx.state_ref();
+        let current = current.read();
+        let mut kept = self.state.lock().ok();
+        if let Some(Some(engine)) = kept.as_deref()
+            && Arc::ptr_eq(engine.state.config_options(), current.config_options())
+        {
+            return engine.clone();
+        }
+        let state = current.clone();
+        drop(current);
+        let engine = Arc::new(EngineState {
+            task: state.task_ctx(),
+            state,
+        });
+        if let Some(kept) = kept.as_deref_mut() {
+            *kept = Some(engine.clone());
+        }
+        engine
     }
 
     /// Plans `statement` with PostgreSQL's names, session functions and
@@ -115,6 +158,8 @@ impl SelectHook {
         let renames = name_columns(&mut statement);
         substitute_session_functions(&mut statement, client)?;
         rewrite::postgres_forms(&mut statement, client);
+        // A copy with its own start time: `now()` in a table function's
+        // arguments is evaluated as the statement is planned.
         let state = ctx.state();
         let long = long(&statement);
         planned(&self.queries, client, long, async move {
@@ -142,22 +187,25 @@ impl SelectHook {
         format: &Format,
     ) -> PgWireResult<Response> {
         let schema: DFSchemaRef = plan.schema().clone();
-        let state = ctx.state();
+        let engine = self.state(ctx);
         let long = long(statement);
         // A long statement's plan is not kept: it may be large.
         let access = (!long).then(|| crate::row_scope::current().ok()).flatten();
         let batches: SendableRecordBatchStream = match self
             .plans
-            .lookup(&plan, access, &state)
+            .lookup(&plan, access, &engine.state)
             .await
             .map_err(df_error)?
         {
             Lookup::Hit(physical) => {
-                datafusion::physical_plan::execute_stream(physical, state.task_ctx())
+                datafusion::physical_plan::execute_stream(physical, engine.task.clone())
                     .map_err(df_error)?
             }
             Lookup::Miss(ticket) => {
                 let plans = self.plans.clone();
+                // A copy with its own start time, for `now()` (folded as
+                // the plan is optimised).
+                let state = ctx.state();
                 planned(&self.queries, client, long, async move {
                     let made_on = match ticket {
                         Some(_) => plan_cache::for_keeping(state.clone()),
@@ -174,7 +222,7 @@ impl SelectHook {
                     {
                         tracing::warn!("a plan was not kept: {e}");
                     }
-                    datafusion::physical_plan::execute_stream(physical, state.task_ctx())
+                    datafusion::physical_plan::execute_stream(physical, engine.task.clone())
                         .map_err(df_error)
                 })
                 .await?
@@ -289,8 +337,7 @@ fn mentions_session(statement: &Statement) -> bool {
 /// session (their values were substituted when it was planned).
 async fn apply_set_config(statement: &Statement, client: &mut dyn HookClient) -> PgWireResult<()> {
     let mut changes = Vec::new();
-    let mut statement = statement.clone();
-    let _ = visit_expressions_mut(&mut statement, |e| {
+    let _ = ast::visit_expressions(statement, |e| {
         if let Some(("set_config", args)) = call(e)
             && let [Some(name), Some(value), ..] = args.as_slice()
         {
@@ -357,15 +404,30 @@ impl QueryHook for SelectHook {
         // other than `session::Session`), datafusion-postgres runs it.
         let format = result_format()?;
         let result = async {
-            let plan = plan
-                .clone()
-                .replace_params_with_values(params)
-                .map_err(df_error)?;
+            // A statement without parameters (a point lookup a driver
+            // prepared) is run as it is: substituting nothing rebuilds
+            // the whole plan.
+            let plan = if no_parameters(params, plan) {
+                plan.clone()
+            } else {
+                plan.clone()
+                    .replace_params_with_values(params)
+                    .map_err(df_error)?
+            };
             self.run(statement, plan, ctx, &*client, &format).await
         }
         .await;
         Some(result)
     }
+}
+
+/// Whether the client bound no values and `plan` has no `$n` for one.
+fn no_parameters(params: &ParamValues, plan: &LogicalPlan) -> bool {
+    let bound = match params {
+        ParamValues::List(values) => values.len(),
+        ParamValues::Map(values) => values.len(),
+    };
+    bound == 0 && plan.get_parameter_types().is_ok_and(|t| t.is_empty())
 }
 
 /// The function a call expression names (lower case, without schema) and

@@ -1,4 +1,5 @@
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -459,10 +460,16 @@ impl PostgresCompatibilityParser {
     }
 
     pub fn parse(&self, input: &str) -> Result<Vec<Statement>, ParserError> {
+        // baocao's patch: the statements of a query text seen before are
+        // those parsed then (see `Parsed`).
+        if let Some(statements) = Parsed::get(input) {
+            return Ok(statements);
+        }
         let tokens = self.maybe_replace_tokens(input)?;
         let statements = self.parse_tokens(tokens)?;
 
         let statements: Vec<_> = statements.into_iter().map(|s| self.rewrite(s)).collect();
+        Parsed::keep(input, &statements);
         Ok(statements)
     }
 
@@ -472,6 +479,74 @@ impl PostgresCompatibilityParser {
         }
 
         s
+    }
+}
+
+/// baocao's patch: the parsed and rewritten statements of recent query
+/// texts, shared by every parser of the process.
+///
+/// Tokenizing, the blacklist scan, parsing and the twelve rewrite passes
+/// cost tens of microseconds for each statement; for a point lookup sent
+/// again and again in the simple protocol (or unprepared in the extended
+/// one) that is a fifth of the server's work. What `parse` returns is a
+/// function of the text alone (the blacklist and the rules read nothing
+/// else), so a text seen before gets a copy of its statements. Kept: texts
+/// of at most [`Parsed::TEXT`] bytes that are read-only queries, so that
+/// writes with their literal values do not churn it; at most
+/// [`Parsed::ENTRIES`], the least recently used dropped first.
+struct Parsed {
+    statements: HashMap<Box<str>, (Vec<Statement>, u64)>,
+    clock: u64,
+}
+
+static PARSED: LazyLock<Mutex<Parsed>> = LazyLock::new(|| {
+    Mutex::new(Parsed {
+        statements: HashMap::new(),
+        clock: 0,
+    })
+});
+
+impl Parsed {
+    const ENTRIES: usize = 256;
+    const TEXT: usize = 4096;
+
+    fn get(input: &str) -> Option<Vec<Statement>> {
+        if input.len() > Self::TEXT {
+            return None;
+        }
+        let mut parsed = PARSED.lock().ok()?;
+        parsed.clock += 1;
+        let clock = parsed.clock;
+        let (statements, used) = parsed.statements.get_mut(input)?;
+        *used = clock;
+        Some(statements.clone())
+    }
+
+    fn keep(input: &str, statements: &[Statement]) {
+        if input.len() > Self::TEXT
+            || statements.is_empty()
+            || !statements.iter().all(|s| matches!(s, Statement::Query(_)))
+        {
+            return;
+        }
+        let Ok(mut parsed) = PARSED.lock() else {
+            return;
+        };
+        if parsed.statements.len() >= Self::ENTRIES && !parsed.statements.contains_key(input) {
+            let oldest = parsed
+                .statements
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(text, _)| text.clone());
+            if let Some(oldest) = oldest {
+                parsed.statements.remove(&oldest);
+            }
+        }
+        parsed.clock += 1;
+        let clock = parsed.clock;
+        parsed
+            .statements
+            .insert(input.into(), (statements.to_vec(), clock));
     }
 }
 

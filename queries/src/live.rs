@@ -7,13 +7,14 @@
 //! see `baocao_table`) and plans the scan on that fresh snapshot.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use deltalake::DeltaTable;
@@ -28,6 +29,11 @@ pub struct LiveDeltaTable {
     /// What identifies each period partition's content at the provider's
     /// version (see [`Partitions`]); built when the version changes.
     partitions: RwLock<Option<Arc<HashMap<String, u64>>>>,
+    /// The runtime whose object store registry has the table's store: a
+    /// statement's scans find it there. Each statement asks for the newest
+    /// version, and registering again (URL to path, a map insert) costs
+    /// more than the `stat` that finds whether anything changed.
+    registered: std::sync::Mutex<Weak<RuntimeEnv>>,
     schema: SchemaRef,
 }
 
@@ -124,6 +130,7 @@ impl LiveDeltaTable {
             table: Mutex::new(baocao_table::CurrentTable::new(table).await),
             current: RwLock::new(provider),
             partitions: RwLock::new(None),
+            registered: std::sync::Mutex::new(Weak::new()),
             schema,
         })
     }
@@ -165,7 +172,17 @@ impl LiveDeltaTable {
         let changed = table.refresh().await.map_err(delta_err)?;
         let table = table.table();
         let version = table.version();
-        table.update_datafusion_session(state).map_err(delta_err)?;
+        let runtime = state.runtime_env();
+        let registered = self
+            .registered
+            .lock()
+            .is_ok_and(|r| std::ptr::eq(r.as_ptr(), Arc::as_ptr(runtime)));
+        if changed || !registered {
+            table.update_datafusion_session(state).map_err(delta_err)?;
+            if let Ok(mut r) = self.registered.lock() {
+                *r = Arc::downgrade(runtime);
+            }
+        }
         let current = self.current.read().ok().map(|c| c.clone());
         let provider = match current {
             Some(provider) if !changed => provider,

@@ -551,8 +551,11 @@ async fn statement_timeout_ends_a_statement_still_being_planned() {
     let (sql, sum) = slow_to_plan();
     let patient = server.client().await;
     let hasty = server.client().await;
+    // Long enough for the parsing before the planning (inline, and slow in
+    // a debug build on a busy machine) to end first: the timeout is to
+    // find the statement on its planning thread.
     hasty
-        .batch_execute("SET statement_timeout = 200")
+        .batch_execute("SET statement_timeout = 500")
         .await
         .expect("set");
     let patient_sql = sql.clone();
@@ -566,7 +569,7 @@ async fn statement_timeout_ends_a_statement_still_being_planned() {
     // connection of its own: `hasty` waits for the planning it abandoned).
     let parser = server.client().await;
     parser
-        .batch_execute("SET statement_timeout = 200")
+        .batch_execute("SET statement_timeout = 500")
         .await
         .expect("set");
     let extended = parser.prepare(&sql).await.expect_err("timed out");

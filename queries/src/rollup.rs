@@ -178,54 +178,99 @@ impl Rollup {
             computed = missing.len(),
             "roll-up cells"
         );
-        if !missing.is_empty() {
-            let mut w = Wanted::default();
-            w.sets.insert(
-                C_PERIOD,
-                missing.iter().map(|(p, _, _)| p.to_string()).collect(),
-            );
-            w.sets.insert(
-                C_INDICATOR,
-                missing.iter().map(|(_, c, _)| c.to_string()).collect(),
-            );
-            let plan = engine.plan(&w);
-            let data = self.fetch(state, &plan).await?;
-            let batch = engine.compute(&w, &plan, &data)?;
-            let mut computed = split_cells(&batch)?;
-            for (p, code, identity) in missing {
-                let cell = Arc::new(
-                    computed
-                        .remove(&(p.to_string(), code.to_string()))
-                        .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())),
-                );
-                let bytes = cell.get_array_memory_size();
-                self.cells
-                    .insert(&format!("{p}/{code}"), identity, cell.clone(), bytes);
-                found.push(cell);
+        // Each cell is cut to the wanted units and levels before the rows
+        // are put together: a query for districts does not hold every
+        // ward's rows at once.
+        let mut rows: Vec<RecordBatch> = found
+            .iter()
+            .map(|cell| wanted_rows(cell, wanted))
+            .collect::<Result<_>>()?;
+        // The missing cells are computed a few periods at a time, so that
+        // the values read and the rows made for them stay within about
+        // `CHUNK_ROWS` (the whole country's 60 months of every indicator
+        // would be tens of millions), each period's cells together.
+        let per_cell = engine.units().max(1);
+        let mut chunk: Vec<(Period, &str, u64)> = Vec::new();
+        let mut missing = missing.into_iter().peekable();
+        while let Some(cell) = missing.next() {
+            let period = cell.0;
+            chunk.push(cell);
+            let period_ends = missing.peek().is_none_or(|next| next.0 != period);
+            if period_ends && (chunk.len() * per_cell >= CHUNK_ROWS || missing.peek().is_none()) {
+                for cell in self
+                    .compute_cells(state, engine, std::mem::take(&mut chunk))
+                    .await?
+                {
+                    rows.push(wanted_rows(&cell, wanted)?);
+                }
             }
         }
-        let all = concat_batches(&self.schema, found.iter().map(|c| c.as_ref()))?;
-        if wanted.get(C_UNIT).is_none() && wanted.get(C_LEVEL).is_none() {
-            return Ok(all);
-        }
-        let column = |i: usize| {
-            all.column(i)
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .cloned()
-                .ok_or_else(|| DataFusionError::Internal("rollup cell column type".into()))
-        };
-        let (units, levels) = (column(0)?, column(2)?);
-        let mask: BooleanArray = (0..all.num_rows())
-            .map(|r| {
-                Some(
-                    wanted.allows(C_UNIT, units.value(r))
-                        && wanted.allows(C_LEVEL, levels.value(r)),
-                )
-            })
-            .collect();
-        Ok(filter_record_batch(&all, &mask)?)
+        Ok(concat_batches(&self.schema, &rows)?)
     }
+
+    /// Computes `cells` (every unit's rows of each period and indicator)
+    /// together, and keeps each with its identity.
+    async fn compute_cells(
+        &self,
+        state: &dyn Session,
+        engine: &Engine<'_>,
+        cells: Vec<(Period, &str, u64)>,
+    ) -> Result<Vec<Arc<RecordBatch>>> {
+        let mut w = Wanted::default();
+        w.sets.insert(
+            C_PERIOD,
+            cells.iter().map(|(p, _, _)| p.to_string()).collect(),
+        );
+        w.sets.insert(
+            C_INDICATOR,
+            cells.iter().map(|(_, c, _)| c.to_string()).collect(),
+        );
+        let plan = engine.plan(&w);
+        let data = self.fetch(state, &plan).await?;
+        let batch = engine.compute(&w, &plan, &data)?;
+        drop(data);
+        let mut computed = split_cells(&batch)?;
+        drop(batch);
+        let mut out = Vec::with_capacity(cells.len());
+        for (p, code, identity) in cells {
+            let cell = Arc::new(
+                computed
+                    .remove(&(p.to_string(), code.to_string()))
+                    .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())),
+            );
+            let bytes = cell.get_array_memory_size();
+            self.cells
+                .insert(&format!("{p}/{code}"), identity, cell.clone(), bytes);
+            out.push(cell);
+        }
+        Ok(out)
+    }
+}
+
+/// About how many roll-up rows are computed at once (see
+/// `Rollup::cached_rows`): a Hanoi query of every month and indicator is
+/// one step, the whole country's takes a few periods per step.
+const CHUNK_ROWS: usize = 2_000_000;
+
+/// The rows of `cell` of the wanted units and levels.
+fn wanted_rows(cell: &RecordBatch, wanted: &Wanted) -> Result<RecordBatch> {
+    if wanted.get(C_UNIT).is_none() && wanted.get(C_LEVEL).is_none() {
+        return Ok(cell.clone());
+    }
+    let column = |i: usize| {
+        cell.column(i)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .cloned()
+            .ok_or_else(|| DataFusionError::Internal("rollup cell column type".into()))
+    };
+    let (units, levels) = (column(0)?, column(2)?);
+    let mask: BooleanArray = (0..cell.num_rows())
+        .map(|r| {
+            Some(wanted.allows(C_UNIT, units.value(r)) && wanted.allows(C_LEVEL, levels.value(r)))
+        })
+        .collect();
+    Ok(filter_record_batch(cell, &mask)?)
 }
 
 /// The computed rows by (period, indicator): `compute` writes each cell's
@@ -651,6 +696,17 @@ impl<'a> Engine<'a> {
 
     fn hierarchies(&self) -> &Hierarchies {
         self.catalog.hierarchies()
+    }
+
+    /// The most units a period rolls up to (the largest hierarchy version):
+    /// the rows of one cell.
+    fn units(&self) -> usize {
+        self.hierarchies()
+            .versions()
+            .iter()
+            .map(|v| v.len())
+            .max()
+            .unwrap_or(0)
     }
 
     /// The frame version a target period rolls up along.

@@ -266,13 +266,24 @@ impl LatestReports {
                 .all(|f| period_comparison(f, p).unwrap_or(true))
         });
         let (mut found, missing) = cache.entries.split(&parts, wanted.clone());
-        for missing in missing.chunks(PERIODS_PER_PASS) {
+        // The first pass computes one period; the next as many as keep a
+        // pass within `ROWS_PER_PASS` rows at the size it found, up to
+        // `PERIODS_PER_PASS` (a Hanoi period is tens of thousands of rows,
+        // the whole country's a million).
+        let mut pass = 1;
+        let mut rest = missing.as_slice();
+        while !rest.is_empty() {
+            let (missing, after) = rest.split_at(pass.min(rest.len()));
+            rest = after;
             let filter =
                 col(PERIOD).in_list(missing.iter().map(|p| lit(p.as_str())).collect(), false);
             let plan = latest_plan(parts.provider.clone(), &[filter], &COLUMNS)?;
             let physical = state.create_physical_plan(&plan).await?;
             let batches = collect(physical, state.task_ctx()).await?;
             let all = concat_batches(&self.schema, &batches)?;
+            drop(batches);
+            let per_period = (all.num_rows() / missing.len()).max(1);
+            pass = (ROWS_PER_PASS / per_period).clamp(1, PERIODS_PER_PASS);
             let periods = cast(all.column(1), &DataType::Utf8)?;
             let mut computed = Vec::new();
             for p in missing {
@@ -299,6 +310,10 @@ impl LatestReports {
             .collect()
     }
 }
+
+/// About how many latest rows one pass of `cached_batches` computes: its
+/// hash table holds a group per row.
+const ROWS_PER_PASS: usize = 1_000_000;
 
 /// "Latest per key" over `history`, with `filters` (key-only) below it and
 /// the `columns` of `COLUMNS` out.

@@ -499,6 +499,21 @@ pub(crate) fn column_values_for(
                 .collect::<Option<Vec<_>>>()?;
             Some((c, values))
         }
+        // DataFusion's simplifier writes an IN list of up to three values
+        // as equalities joined by OR (`inlist_simplifier`): a quarter's
+        // three months, or a roll-up's own fetch of a few periods.
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) => {
+            let (c, mut values) = column_values_for(left, columns)?;
+            let (other, more) = column_values_for(right, columns)?;
+            (c == other).then(|| {
+                values.extend(more);
+                (c, values)
+            })
+        }
         _ => None,
     }
 }
@@ -1171,6 +1186,27 @@ mod tests {
             column_values_for(&in_list(col(C_UNIT), vec![lit("001")], true), &FILTERABLE).is_none(),
             "NOT IN is not a constraint"
         );
+        // A short IN list as DataFusion's simplifier writes it.
+        let or = col(C_PERIOD)
+            .eq(lit("2024-04"))
+            .or(col(C_PERIOD).eq(lit("2024-05")))
+            .or(lit("2024-06").eq(col(C_PERIOD)));
+        assert_eq!(
+            column_values_for(&or, &FILTERABLE),
+            Some((
+                C_PERIOD,
+                vec!["2024-04".into(), "2024-05".into(), "2024-06".into()]
+            ))
+        );
+        // ... but not an OR across columns, nor with anything else.
+        let across = col(C_PERIOD)
+            .eq(lit("2024-04"))
+            .or(col(C_UNIT).eq(lit("001")));
+        assert!(column_values_for(&across, &FILTERABLE).is_none());
+        let other = col(C_PERIOD)
+            .eq(lit("2024-04"))
+            .or(col("value").gt(lit(3.0)));
+        assert!(column_values_for(&other, &FILTERABLE).is_none());
         // A Delta partition column is dictionary-encoded, and so is the
         // literal DataFusion compares it with.
         let dictionary = lit(ScalarValue::Dictionary(

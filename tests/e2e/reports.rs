@@ -368,6 +368,12 @@ async fn lookups_by_unit_read_the_same_rows_as_the_uncached_table() {
         format!("unit_code <> '{corrected}' AND period = '2025-06' AND indicator_code = 'births'"),
         "unit_code LIKE '0000%' AND period = '2025-07'".to_string(),
         format!("unit_code = '{other}' AND value > 100"),
+        // Lists of up to three reach the table as ORs of equalities.
+        "period IN ('2025-05', '2025-07') AND indicator_code = 'births'".to_string(),
+        format!(
+            "(period = '2025-06' OR period = '2025-07') AND (unit_code = '{corrected}' OR unit_code = '{other}')"
+        ),
+        format!("(unit_code = '{corrected}' OR period = '2025-05') AND indicator_code = 'births'"),
     ];
     let mut rows = 0;
     for shape in &shapes {

@@ -341,9 +341,9 @@ fn history_plan(
 /// partitions, from `history_plan`), as `schema` (`COLUMNS`), leaving out
 /// keys whose latest submission withdrew them: what `latest_plan`
 /// computes, by one hash of the keys instead of DataFusion's ordered
-/// aggregation, which held about a kilobyte per key (1.2 GB at the peak for
-/// a month of the whole country, a million keys) and took four times as
-/// long. Latest is the greatest (submitted_at, submission_id), a NULL
+/// aggregation, which held about a kilobyte per key: a month of the whole
+/// country (a million keys) took 4.2 s and 1.2 GB at the peak, against
+/// 2.4 s and 0.5 GB this way, the scan included. Latest is the greatest (submitted_at, submission_id), a NULL
 /// above any value, as `latest_plan` orders them.
 fn latest_rows(submitted: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let column = |name: &str| {

@@ -308,12 +308,16 @@ fn build_hierarchies(
     // The wards each change file retires: a province whose wards a later
     // change retires (one the reform merged into another) is not carried
     // forward into the versions from that change on.
-    let mut retired: BTreeMap<NaiveDate, HashSet<String>> = BTreeMap::new();
-    for (date, text, file) in &change_files {
+    let change_files = change_files
+        .into_iter()
+        .map(|(date, text, file)| Ok((date, change_rows(&text, &file)?, file)))
+        .collect::<Result<Vec<_>, CatalogError>>()?;
+    let mut retired: BTreeMap<NaiveDate, HashSet<&str>> = BTreeMap::new();
+    for (date, rows, _) in &change_files {
         retired
             .entry(*date)
             .or_default()
-            .extend(old_codes(text, file)?);
+            .extend(rows.iter().map(|(_, row)| row.old_code.as_str()));
     }
     let dates: BTreeSet<NaiveDate> = sources.keys().copied().collect();
     let mut versions = Vec::new();
@@ -343,25 +347,26 @@ fn build_hierarchies(
     }
     let mut hierarchies = Hierarchies::new(versions, Vec::new());
     let mut changes = Vec::new();
-    for (date, text, file) in change_files {
-        changes.extend(parse_changes(&text, &file, date, &hierarchies)?);
+    for (date, rows, file) in &change_files {
+        changes.extend(parse_changes(rows, file, *date, &hierarchies)?);
     }
     hierarchies = Hierarchies::new(hierarchies.versions().to_vec(), changes);
     Ok(hierarchies)
 }
 
-/// The `old_code` column of a ward-change file.
-fn old_codes(text: &str, file: &str) -> Result<Vec<String>, CatalogError> {
+/// The rows of a ward-change file, each with its line.
+fn change_rows(text: &str, file: &str) -> Result<Vec<(Option<u64>, ChangeRow)>, CatalogError> {
     let mut reader = csv_reader(text);
     check_headers(&mut reader, &["old_code", "new_code", "kind"], file)?;
     let headers = reader.headers().map_err(|e| csv_error(file, e))?.clone();
     let mut out = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| csv_error(file, e))?;
+        let line = line_of(&record);
         let row: ChangeRow = record
             .deserialize(Some(&headers))
-            .map_err(|e| CatalogError::invalid(file, line_of(&record), e.to_string()))?;
-        out.push(row.old_code);
+            .map_err(|e| CatalogError::invalid(file, line, e.to_string()))?;
+        out.push((line, row));
     }
     Ok(out)
 }
@@ -376,7 +381,7 @@ struct ChangeRow {
 }
 
 fn parse_changes(
-    text: &str,
+    rows: &[(Option<u64>, ChangeRow)],
     file: &str,
     date: NaiveDate,
     hierarchies: &Hierarchies,
@@ -397,17 +402,10 @@ fn parse_changes(
         ));
     }
     let (old, new) = (&versions[new_idx - 1], &versions[new_idx]);
-    let mut reader = csv_reader(text);
-    check_headers(&mut reader, &["old_code", "new_code", "kind"], file)?;
-    let headers = reader.headers().map_err(|e| csv_error(file, e))?.clone();
     let mut out = Vec::new();
     let mut seen = HashSet::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| csv_error(file, e))?;
-        let line = line_of(&record);
-        let row: ChangeRow = record
-            .deserialize(Some(&headers))
-            .map_err(|e| CatalogError::invalid(file, line, e.to_string()))?;
+    for (line, row) in rows {
+        let line = *line;
         let bad = |m: String| CatalogError::invalid(file, line, m);
         let old_code = old
             .get_str(&row.old_code)

@@ -21,6 +21,7 @@ use anyhow::{Context, Result, bail};
 use baocao_catalog::{Level, Period, PeriodType, UnitCode};
 use baocao_ingest::{Submission, ValidBatch, Validator};
 use chrono::Utc;
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{BenchCommits, BenchDataArgs, BenchScale};
@@ -41,17 +42,26 @@ pub async fn run(args: &BenchDataArgs) -> Result<()> {
     if from > to {
         bail!("--from {from} is after --to {to}");
     }
-    if args.warehouse.join("reports").exists() {
-        bail!(
-            "{} already exists: the benchmark's data goes into a new warehouse",
-            args.warehouse.display()
-        );
-    }
-    let warehouse = Warehouse::create(&args.warehouse).await?;
+    let (warehouse, mut resume_after) = if args.resume {
+        let warehouse = Warehouse::open(&args.warehouse)?;
+        let last = newest_submissions(&warehouse).await?;
+        (warehouse, last)
+    } else {
+        if args.warehouse.join("reports").exists() {
+            bail!(
+                "{} already exists: the benchmark's data goes into a new warehouse \
+                 (--resume continues a generation that was cut off)",
+                args.warehouse.display()
+            );
+        }
+        (Warehouse::create(&args.warehouse).await?, None)
+    };
+    // Both steps are no-ops when a resumed run already made them.
     if args.scale == BenchScale::Vn {
         copy_country(&args.country, &warehouse.catalog_dir().join("hierarchy"))?;
     }
     add_synthetic_indicators(&warehouse, args.indicators)?;
+    let resumed = resume_after.is_some();
     let catalog = warehouse.load_catalog()?;
     let store = warehouse.reports().await?;
     let validator = Validator::new(&catalog, Utc::now().date_naive());
@@ -79,6 +89,7 @@ pub async fn run(args: &BenchDataArgs) -> Result<()> {
 
     let started = Instant::now();
     let (mut reports_sent, mut commits, mut rows) = (0usize, 0usize, 0usize);
+    let mut skipped = 0usize;
     let mut corrections: Vec<Report> = Vec::new();
     for (i, month) in months.iter().enumerate() {
         // Corrections arrive weeks after their report: with the next
@@ -126,9 +137,18 @@ pub async fn run(args: &BenchDataArgs) -> Result<()> {
                 ));
             }
             reports_sent += submissions.len();
+            commits += 1;
+            if let Some(last) = &resume_after {
+                // Commits land in the order they are generated in: every
+                // group up to the newest committed one is in already.
+                if submissions.iter().map(|(_, s)| &s.submission_id).eq(last) {
+                    resume_after = None;
+                }
+                skipped += 1;
+                continue;
+            }
             store.commit(submissions).await?;
             store.checkpoint(CHECKPOINT_EVERY).await?;
-            commits += 1;
         }
         let seconds = started.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!(
@@ -137,23 +157,67 @@ pub async fn run(args: &BenchDataArgs) -> Result<()> {
         ));
         bar.inc(1);
     }
+    if resume_after.is_some() {
+        bail!(
+            "--resume: the warehouse's newest commit is none of this generation's \
+             (were --scale, --from, --to, --indicators, --seed and --commits the first run's?)"
+        );
+    }
     values.flush()?;
     drop(values);
     std::fs::rename(&temporary, &args.values)
         .with_context(|| format!("cannot write {}", args.values.display()))?;
     bar.finish();
     let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "{}: {} reports ({} values) in {} commits, {:.1} s through the ingest path ({:.0} values/s); the same rows in {}",
-        warehouse.root().display(),
-        reports_sent,
-        rows,
-        commits,
-        seconds,
-        rows as f64 / seconds.max(1e-9),
-        args.values.display()
-    );
+    if resumed {
+        println!(
+            "{}: {} reports ({} values) in {} commits, of which the last {} were made now, in {:.1} s; the same rows in {}",
+            warehouse.root().display(),
+            reports_sent,
+            rows,
+            commits,
+            commits - skipped,
+            seconds,
+            args.values.display()
+        );
+    } else {
+        println!(
+            "{}: {} reports ({} values) in {} commits, {:.1} s through the ingest path ({:.0} values/s); the same rows in {}",
+            warehouse.root().display(),
+            reports_sent,
+            rows,
+            commits,
+            seconds,
+            rows as f64 / seconds.max(1e-9),
+            args.values.display()
+        );
+    }
     Ok(())
+}
+
+/// The submission ids of the newest commit that carries any, in commit
+/// order (`None` if no report is in yet).
+async fn newest_submissions(warehouse: &Warehouse) -> Result<Option<Vec<String>>> {
+    let table = deltalake::open_table(warehouse.reports_url()?).await?;
+    let mut history = table.history(None);
+    while let Some(commit) = history.next().await {
+        let Some(serde_json::Value::Array(submissions)) =
+            commit?.info.remove(baocao_ingest::SUBMISSIONS_METADATA)
+        else {
+            continue;
+        };
+        let ids = submissions
+            .iter()
+            .map(|s| {
+                s.get("submission_id")
+                    .and_then(|id| id.as_str())
+                    .map(str::to_string)
+                    .context("a commit's submissions lack their ids")
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Some(ids));
+    }
+    Ok(None)
 }
 
 /// Commits between the generator's checkpoints. The server checkpoints

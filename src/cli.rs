@@ -299,6 +299,11 @@ pub struct BenchDataArgs {
     /// The warehouse to create (it must not hold reports yet).
     #[arg(long)]
     pub warehouse: PathBuf,
+    /// Continue a generation that was cut off: the warehouse's newest
+    /// commit says which reports are in, those after it are committed, and
+    /// the CSV is written afresh (same arguments as the first run).
+    #[arg(long)]
+    pub resume: bool,
     /// Which wards: hanoi (526) or vn (10,035).
     #[arg(long, value_enum, default_value = "hanoi")]
     pub scale: BenchScale,

@@ -19,6 +19,7 @@ pub use error::{IngestError, MAX_ERRORS, Problem, Rejection, RowError};
 pub use landing::{Landing, Outcome, landing_key};
 pub use read::{Delimited, Input, parse_delimited, read_file, read_input, to_long};
 pub use store::{
-    CHECKPOINT_INTERVAL, Compaction, Keyed, OnceReceipt, Receipt, ReportStore, Submission,
+    CHECKPOINT_INTERVAL, Compaction, Keyed, OnceReceipt, Receipt, ReportStore,
+    SUBMISSIONS_METADATA, Submission,
 };
 pub use validate::{ValidBatch, Validator};

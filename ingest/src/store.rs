@@ -98,6 +98,10 @@ pub struct Compaction {
 /// since makes the next one a little slower (see `baocao_table`).
 pub const CHECKPOINT_INTERVAL: u64 = 20;
 
+/// The key of a commit's metadata that lists its submissions: each one's
+/// `submission_id`, `submitted_by` and `rows`, in the order committed.
+pub const SUBMISSIONS_METADATA: &str = "baocao.submissions";
+
 /// How many commits may land between two clean-ups of expired log entries:
 /// a clean-up lists the whole log folder, too slow to do at every checkpoint.
 const LOG_CLEANUP_INTERVAL: u64 = 1000;
@@ -304,7 +308,7 @@ impl ReportStore {
             .collect();
         let mut properties = CommitProperties::default()
             .with_metadata(metadata.into_iter().chain([(
-                "baocao.submissions".to_string(),
+                SUBMISSIONS_METADATA.to_string(),
                 serde_json::Value::Array(ids),
             )]))
             // Checkpoints and log clean-up would stall every twentieth

@@ -32,10 +32,10 @@ use baocao_catalog::{
     AcrossTime, AcrossUnits, Catalog, Hierarchies, Indicator, Level, Period, PeriodType,
 };
 use datafusion::arrow::array::{
-    Array, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
-    UInt32Array,
+    Array, ArrayBuilder, BooleanArray, Date32Builder, Float64Array, Float64Builder, Int64Builder,
+    RecordBatch, StringArray, StringBuilder,
 };
-use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::catalog::memory::MemorySourceConfig;
@@ -197,25 +197,26 @@ impl Rollup {
             chunk.push(cell);
             let period_ends = missing.peek().is_none_or(|next| next.0 != period);
             if period_ends && (chunk.len() * per_cell >= CHUNK_ROWS || missing.peek().is_none()) {
-                for cell in self
-                    .compute_cells(state, engine, std::mem::take(&mut chunk))
-                    .await?
-                {
-                    rows.push(wanted_rows(&cell, wanted)?);
-                }
+                self.compute_cells(state, engine, std::mem::take(&mut chunk), wanted, &mut rows)
+                    .await?;
             }
         }
         Ok(concat_batches(&self.schema, &rows)?)
     }
 
     /// Computes `cells` (every unit's rows of each period and indicator)
-    /// together, and keeps each with its identity.
+    /// together, keeps each with its identity, and adds the rows of the
+    /// wanted units and levels to `rows`. Each cell is cut as soon as it is
+    /// computed: a step holds the values it read, the kept cells, and one
+    /// cell of every unit's rows.
     async fn compute_cells(
         &self,
         state: &dyn Session,
         engine: &Engine<'_>,
         cells: Vec<(Period, &str, u64)>,
-    ) -> Result<Vec<Arc<RecordBatch>>> {
+        wanted: &Wanted,
+        rows: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         let mut w = Wanted::default();
         w.sets.insert(
             C_PERIOD,
@@ -227,23 +228,28 @@ impl Rollup {
         );
         let plan = engine.plan(&w);
         let data = self.fetch(state, &plan).await?;
-        let batch = engine.compute(&w, &plan, &data)?;
-        drop(data);
-        let mut computed = split_cells(&batch)?;
-        drop(batch);
-        let mut out = Vec::with_capacity(cells.len());
-        for (p, code, identity) in cells {
-            let cell = Arc::new(
-                computed
-                    .remove(&(p.to_string(), code.to_string()))
-                    .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())),
-            );
+        // The step computes every pair of its periods and indicators; only
+        // the cells asked for are kept and used.
+        let mut asked: HashMap<String, u64> = cells
+            .iter()
+            .map(|(p, code, identity)| (format!("{p}/{code}"), *identity))
+            .collect();
+        engine.compute_each(&w, &plan, &data, |p, code, cell| {
+            let key = format!("{p}/{code}");
+            let Some(identity) = asked.remove(&key) else {
+                return Ok(());
+            };
+            rows.push(wanted_rows(&cell, wanted)?);
             let bytes = cell.get_array_memory_size();
-            self.cells
-                .insert(&format!("{p}/{code}"), identity, cell.clone(), bytes);
-            out.push(cell);
+            self.cells.insert(&key, identity, Arc::new(cell), bytes);
+            Ok(())
+        })?;
+        // Cells without rows are kept too, so that they are not computed again.
+        for (key, identity) in asked {
+            let empty = Arc::new(RecordBatch::new_empty(self.schema.clone()));
+            self.cells.insert(&key, identity, empty, 0);
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -271,44 +277,6 @@ fn wanted_rows(cell: &RecordBatch, wanted: &Wanted) -> Result<RecordBatch> {
         })
         .collect();
     Ok(filter_record_batch(cell, &mask)?)
-}
-
-/// The computed rows by (period, indicator): `compute` writes each cell's
-/// rows together.
-fn split_cells(batch: &RecordBatch) -> Result<HashMap<(String, String), RecordBatch>> {
-    let text = |i: usize| {
-        batch
-            .column(i)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .cloned()
-            .ok_or_else(|| DataFusionError::Internal("rollup column type".into()))
-    };
-    let (periods, indicators) = (text(3)?, text(5)?);
-    let mut out: HashMap<(String, String), RecordBatch> = HashMap::new();
-    let mut start = 0;
-    for r in 1..=batch.num_rows() {
-        let boundary = r == batch.num_rows()
-            || periods.value(r) != periods.value(start)
-            || indicators.value(r) != indicators.value(start);
-        if boundary {
-            let key = (
-                periods.value(start).to_string(),
-                indicators.value(start).to_string(),
-            );
-            // Copied out of the batch (`take` copies; a slice, or a concat
-            // of one slice, would keep and count the whole batch's buffers).
-            let rows = UInt32Array::from_iter_values(start as u32..r as u32);
-            let slice = take_record_batch(batch, &rows)?;
-            let cell = match out.remove(&key) {
-                Some(earlier) => concat_batches(&batch.schema(), [&earlier, &slice])?,
-                None => slice,
-            };
-            out.insert(key, cell);
-            start = r;
-        }
-    }
-    Ok(out)
 }
 
 /// Values allowed per filterable column (`None`: unconstrained), and the
@@ -859,7 +827,27 @@ impl<'a> Engine<'a> {
         out
     }
 
+    /// Every row of the plan's target periods and indicators, as one batch.
     fn compute(&self, wanted: &Wanted, plan: &FetchPlan, data: &Data) -> Result<RecordBatch> {
+        let mut cells = Vec::new();
+        self.compute_each(wanted, plan, data, |_, _, cell| {
+            cells.push(cell);
+            Ok(())
+        })?;
+        Ok(concat_batches(&rollup_schema(), &cells)?)
+    }
+
+    /// The rows of each (target period, target indicator) cell that has
+    /// any, handed to `cell` one cell at a time: a step of the whole
+    /// country's cells holds each cell's rows once, not a batch of all of
+    /// them and then its cells' copies.
+    fn compute_each(
+        &self,
+        wanted: &Wanted,
+        plan: &FetchPlan,
+        data: &Data,
+        mut cell: impl FnMut(&Period, &str, RecordBatch) -> Result<()>,
+    ) -> Result<()> {
         let target_periods: Vec<Period> = match &plan.target_periods {
             Some(p) => p.clone(),
             None => {
@@ -993,9 +981,12 @@ impl<'a> Engine<'a> {
                         days(version.effective),
                     );
                 }
+                if !out.is_empty() {
+                    cell(p, code, out.finish()?)?;
+                }
             }
         }
-        out.finish()
+        Ok(())
     }
 }
 
@@ -1085,18 +1076,20 @@ impl MapCache {
     }
 }
 
+/// The rows of one cell as they are computed, straight into Arrow buffers
+/// (a `String` per value would take three times the memory).
 #[derive(Default)]
 struct Output {
-    unit: Vec<String>,
-    name: Vec<String>,
-    level: Vec<&'static str>,
-    period: Vec<String>,
-    ptype: Vec<&'static str>,
-    indicator: Vec<String>,
-    value: Vec<Option<f64>>,
-    reporting: Vec<i64>,
-    expected: Vec<i64>,
-    version: Vec<i32>,
+    unit: StringBuilder,
+    name: StringBuilder,
+    level: StringBuilder,
+    period: StringBuilder,
+    ptype: StringBuilder,
+    indicator: StringBuilder,
+    value: Float64Builder,
+    reporting: Int64Builder,
+    expected: Int64Builder,
+    version: Date32Builder,
 }
 
 impl Output {
@@ -1113,40 +1106,45 @@ impl Output {
         expected: i64,
         version: i32,
     ) {
-        self.unit.push(unit.to_string());
-        self.name.push(name.to_string());
-        self.level.push(level);
-        self.period.push(period.to_string());
-        self.ptype.push(period.period_type().as_str());
-        self.indicator.push(indicator.to_string());
+        self.unit.append_value(unit);
+        self.name.append_value(name);
+        self.level.append_value(level);
+        self.period.append_value(period.to_string());
+        self.ptype.append_value(period.period_type().as_str());
+        self.indicator.append_value(indicator);
         // Apportioned shares leave float dust (116490.00000000001): round
         // to a millionth, far below any indicator's precision.
-        self.value.push(value.map(|v| {
+        self.value.append_option(value.map(|v| {
             if v.abs() < 1e9 {
                 (v * 1e6).round() / 1e6
             } else {
                 v
             }
         }));
-        self.reporting.push(reporting);
-        self.expected.push(expected);
-        self.version.push(version);
+        self.reporting.append_value(reporting);
+        self.expected.append_value(expected);
+        self.version.append_value(version);
     }
 
-    fn finish(self) -> Result<RecordBatch> {
+    fn is_empty(&self) -> bool {
+        self.value.is_empty()
+    }
+
+    /// The rows pushed since the last call, as a batch; empties the builders.
+    fn finish(&mut self) -> Result<RecordBatch> {
         Ok(RecordBatch::try_new(
             rollup_schema(),
             vec![
-                Arc::new(StringArray::from(self.unit)),
-                Arc::new(StringArray::from(self.name)),
-                Arc::new(StringArray::from(self.level)),
-                Arc::new(StringArray::from(self.period)),
-                Arc::new(StringArray::from(self.ptype)),
-                Arc::new(StringArray::from(self.indicator)),
-                Arc::new(Float64Array::from(self.value)),
-                Arc::new(Int64Array::from(self.reporting)),
-                Arc::new(Int64Array::from(self.expected)),
-                Arc::new(Date32Array::from(self.version)),
+                Arc::new(self.unit.finish()),
+                Arc::new(self.name.finish()),
+                Arc::new(self.level.finish()),
+                Arc::new(self.period.finish()),
+                Arc::new(self.ptype.finish()),
+                Arc::new(self.indicator.finish()),
+                Arc::new(self.value.finish()),
+                Arc::new(self.reporting.finish()),
+                Arc::new(self.expected.finish()),
+                Arc::new(self.version.finish()),
             ],
         )?)
     }

@@ -35,7 +35,7 @@ use datafusion::arrow::array::{
     Array, ArrayBuilder, BooleanArray, Date32Builder, Float64Array, Float64Builder, Int64Builder,
     RecordBatch, StringArray, StringBuilder,
 };
-use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
+use datafusion::arrow::compute::{BatchCoalescer, cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::catalog::memory::MemorySourceConfig;
@@ -152,7 +152,7 @@ impl Rollup {
         wanted: &Wanted,
         periods: Vec<Period>,
         identities: &HashMap<String, u64>,
-    ) -> Result<RecordBatch> {
+    ) -> Result<Vec<RecordBatch>> {
         let targets: Vec<String> = engine
             .target_indicators(wanted)
             .iter()
@@ -178,13 +178,12 @@ impl Rollup {
             computed = missing.len(),
             "roll-up cells"
         );
-        // Each cell is cut to the wanted units and levels before the rows
-        // are put together: a query for districts does not hold every
-        // ward's rows at once.
-        let mut rows: Vec<RecordBatch> = found
-            .iter()
-            .map(|cell| wanted_rows(cell, wanted))
-            .collect::<Result<_>>()?;
+        // Each cell is cut to the wanted units and levels as it comes: a
+        // query for districts does not hold every ward's rows at once.
+        let mut rows = Cut::new(wanted, state.config().batch_size());
+        for cell in found {
+            rows.push(&cell)?;
+        }
         // The missing cells are computed a few periods at a time, so that
         // the values read and the rows made for them stay within about
         // `CHUNK_ROWS` (the whole country's 60 months of every indicator
@@ -197,11 +196,11 @@ impl Rollup {
             chunk.push(cell);
             let period_ends = missing.peek().is_none_or(|next| next.0 != period);
             if period_ends && (chunk.len() * per_cell >= CHUNK_ROWS || missing.peek().is_none()) {
-                self.compute_cells(state, engine, std::mem::take(&mut chunk), wanted, &mut rows)
+                self.compute_cells(state, engine, std::mem::take(&mut chunk), &mut rows)
                     .await?;
             }
         }
-        Ok(concat_batches(&self.schema, &rows)?)
+        rows.finish()
     }
 
     /// Computes `cells` (every unit's rows of each period and indicator)
@@ -214,8 +213,7 @@ impl Rollup {
         state: &dyn Session,
         engine: &Engine<'_>,
         cells: Vec<(Period, &str, u64)>,
-        wanted: &Wanted,
-        rows: &mut Vec<RecordBatch>,
+        rows: &mut Cut<'_>,
     ) -> Result<()> {
         let mut w = Wanted::default();
         w.sets.insert(
@@ -239,7 +237,7 @@ impl Rollup {
             let Some(identity) = asked.remove(&key) else {
                 return Ok(());
             };
-            rows.push(wanted_rows(&cell, wanted)?);
+            rows.push(&cell)?;
             let bytes = cell.get_array_memory_size();
             self.cells.insert(&key, identity, Arc::new(cell), bytes);
             Ok(())
@@ -258,10 +256,49 @@ impl Rollup {
 /// one step, the whole country's takes a few periods per step.
 const CHUNK_ROWS: usize = 2_000_000;
 
-/// The rows of `cell` of the wanted units and levels.
-fn wanted_rows(cell: &RecordBatch, wanted: &Wanted) -> Result<RecordBatch> {
+/// The rows of the wanted units and levels of each cell pushed, copied
+/// into batches of the session's batch size as they come (one batch of
+/// them all would hold the rows twice while it is made; many cell-sized
+/// pieces would cost more downstream).
+struct Cut<'w> {
+    wanted: &'w Wanted,
+    coalescer: BatchCoalescer,
+    batches: Vec<RecordBatch>,
+}
+
+impl<'w> Cut<'w> {
+    fn new(wanted: &'w Wanted, batch_size: usize) -> Self {
+        Cut {
+            wanted,
+            coalescer: BatchCoalescer::new(rollup_schema(), batch_size.max(1)),
+            batches: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, cell: &RecordBatch) -> Result<()> {
+        match wanted_mask(cell, self.wanted)? {
+            Some(mask) => self.coalescer.push_batch_with_filter(cell.clone(), &mask)?,
+            None => self.coalescer.push_batch(cell.clone())?,
+        }
+        while let Some(batch) = self.coalescer.next_completed_batch() {
+            self.batches.push(batch);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<RecordBatch>> {
+        self.coalescer.finish_buffered_batch()?;
+        while let Some(batch) = self.coalescer.next_completed_batch() {
+            self.batches.push(batch);
+        }
+        Ok(self.batches)
+    }
+}
+
+/// Which rows of `cell` are of the wanted units and levels (`None`: all).
+fn wanted_mask(cell: &RecordBatch, wanted: &Wanted) -> Result<Option<BooleanArray>> {
     if wanted.get(C_UNIT).is_none() && wanted.get(C_LEVEL).is_none() {
-        return Ok(cell.clone());
+        return Ok(None);
     }
     let column = |i: usize| {
         cell.column(i)
@@ -271,12 +308,16 @@ fn wanted_rows(cell: &RecordBatch, wanted: &Wanted) -> Result<RecordBatch> {
             .ok_or_else(|| DataFusionError::Internal("rollup cell column type".into()))
     };
     let (units, levels) = (column(0)?, column(2)?);
-    let mask: BooleanArray = (0..cell.num_rows())
-        .map(|r| {
-            Some(wanted.allows(C_UNIT, units.value(r)) && wanted.allows(C_LEVEL, levels.value(r)))
-        })
-        .collect();
-    Ok(filter_record_batch(cell, &mask)?)
+    Ok(Some(
+        (0..cell.num_rows())
+            .map(|r| {
+                Some(
+                    wanted.allows(C_UNIT, units.value(r))
+                        && wanted.allows(C_LEVEL, levels.value(r)),
+                )
+            })
+            .collect(),
+    ))
 }
 
 /// Values allowed per filterable column (`None`: unconstrained), and the
@@ -512,7 +553,7 @@ impl TableProvider for Rollup {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let wanted = Wanted::from_filters(filters);
         let engine = Engine::new(&self.catalog, self.frame, &self.index);
-        let batch = match self.reports.identities(state).await? {
+        let batches = match self.reports.identities(state).await? {
             Some(identities) => {
                 // Without a period filter: every period that holds data,
                 // and the periods enclosing them.
@@ -535,11 +576,11 @@ impl TableProvider for Rollup {
             None => {
                 let plan = engine.plan(&wanted);
                 let data = self.fetch(state, &plan).await?;
-                engine.compute(&wanted, &plan, &data)?
+                vec![engine.compute(&wanted, &plan, &data)?]
             }
         };
         Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
+            &[batches],
             self.schema.clone(),
             projection.cloned(),
         )?)

@@ -76,9 +76,9 @@ fn mem(batch: datafusion::arrow::array::RecordBatch) -> Result<Arc<MemTable>> {
 }
 
 /// Registers the catalog tables and the report tables on `ctx`. The report
-/// tables keep computed partitions in memory within `cache_bytes` (two
-/// thirds for `reports`' latest rows, a third for the arrivals of
-/// `report_status` and `completeness`).
+/// tables keep computed partitions in memory within `cache_bytes` (half
+/// for `reports`' latest rows, a quarter for the arrivals of
+/// `report_status` and `completeness`, a quarter for the roll-ups' cells).
 ///
 /// Returns the Delta table every report table reads: its newest version
 /// is what a query planned now sees of them all. The catalog tables never
@@ -108,8 +108,10 @@ pub async fn register(
     )?;
     let history = Arc::new(LiveDeltaTable::open(reports).await?);
     // The budget: half for each period's latest rows, a quarter for the
-    // arrivals, an eighth for each roll-up's cells.
+    // arrivals, a quarter for the roll-ups' cells (one memo for both
+    // frames, so that the one in use may have it all).
     let latest = Arc::new(LatestReports::live(history.clone(), cache_bytes / 2)?);
+    let cells = Arc::new(live::PartitionMemo::new(cache_bytes / 4));
     let shared = Arc::new(catalog.clone());
     ctx.register_table(
         "rollup",
@@ -117,18 +119,13 @@ pub async fn register(
             shared.clone(),
             latest.clone(),
             Frame::InForce,
-            cache_bytes / 8,
+            cells.clone(),
         )),
     )?;
     let shared_for_functions = shared.clone();
     ctx.register_table(
         "rollup_current",
-        Arc::new(Rollup::new(
-            shared,
-            latest.clone(),
-            Frame::Current,
-            cache_bytes / 8,
-        )),
+        Arc::new(Rollup::new(shared, latest.clone(), Frame::Current, cells)),
     )?;
     ctx.register_table("reports", latest)?;
     let arrivals = Arc::new(status::ArrivalsCache::new(

@@ -286,6 +286,11 @@ impl<T> PartitionMemo<T> {
         }
     }
 
+    /// About the most bytes the memo holds.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
     /// The value of `period` if it was computed at `identity`.
     pub fn get(&self, period: &str, identity: u64) -> Option<Arc<T>> {
         let mut inner = self.inner.lock().ok()?;

@@ -32,8 +32,8 @@ use baocao_catalog::{
     AcrossTime, AcrossUnits, Catalog, Hierarchies, Indicator, Level, Period, PeriodType,
 };
 use datafusion::arrow::array::{
-    Array, ArrayBuilder, BooleanArray, Date32Builder, Float64Array, Float64Builder, Int64Builder,
-    RecordBatch, StringArray, StringBuilder,
+    Array, ArrayBuilder, ArrayRef, BooleanArray, Date32Builder, Float64Array, Float64Builder,
+    Int64Builder, RecordBatch, StringArray, StringBuilder,
 };
 use datafusion::arrow::compute::{BatchCoalescer, cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -91,7 +91,10 @@ pub struct Rollup {
     /// The rows of each (target period, indicator) cell computed so far,
     /// for every unit, each kept with the identity of the partitions it
     /// was computed from (see [`Rollup::cell_identity`]).
-    cells: PartitionMemo<RecordBatch>,
+    cells: Arc<PartitionMemo<RecordBatch>>,
+    /// About how many rows one step of the computation makes (see
+    /// `Rollup::cached_rows`).
+    step_rows: usize,
 }
 
 impl std::fmt::Debug for Rollup {
@@ -103,22 +106,35 @@ impl std::fmt::Debug for Rollup {
 }
 
 impl Rollup {
-    /// The roll-up of `reports` in `frame`, keeping about `cache_bytes` of
-    /// computed cells.
+    /// The roll-up of `reports` in `frame`, keeping computed cells in
+    /// `cells` (which both frames may share: each keys its own).
     pub fn new(
         catalog: Arc<Catalog>,
         reports: Arc<LatestReports>,
         frame: Frame,
-        cache_bytes: usize,
+        cells: Arc<PartitionMemo<RecordBatch>>,
     ) -> Self {
+        let step_rows = (cells.budget() / CELL_ROW_BYTES).clamp(1, STEP_ROWS);
         Rollup {
             index: version_index(&catalog),
             catalog,
             reports,
             frame,
             schema: rollup_schema(),
-            cells: PartitionMemo::new(cache_bytes),
+            cells,
+            // A step's cells are kept: a step larger than the budget holds
+            // would compute rows that go again before the step ends.
+            step_rows,
         }
+    }
+
+    /// The key of the cell of period `p` and indicator `code` in `cells`.
+    fn cell_key(&self, p: &Period, code: &str) -> String {
+        let frame = match self.frame {
+            Frame::InForce => "in_force",
+            Frame::Current => "current",
+        };
+        format!("{frame}/{p}/{code}")
     }
 
     /// What a cell of target period `p` is a function of: the files of
@@ -166,7 +182,7 @@ impl Rollup {
                 continue;
             };
             for code in &targets {
-                match self.cells.get(&format!("{p}/{code}"), identity) {
+                match self.cells.get(&self.cell_key(p, code), identity) {
                     Some(cell) => found.push(cell),
                     None => missing.push((*p, code.as_str(), identity)),
                 }
@@ -186,7 +202,7 @@ impl Rollup {
         }
         // The missing cells are computed a few periods at a time, so that
         // the values read and the rows made for them stay within about
-        // `CHUNK_ROWS` (the whole country's 60 months of every indicator
+        // `step_rows` (the whole country's 60 months of every indicator
         // would be tens of millions), each period's cells together.
         let per_cell = engine.units().max(1);
         let mut chunk: Vec<(Period, &str, u64)> = Vec::new();
@@ -195,7 +211,8 @@ impl Rollup {
             let period = cell.0;
             chunk.push(cell);
             let period_ends = missing.peek().is_none_or(|next| next.0 != period);
-            if period_ends && (chunk.len() * per_cell >= CHUNK_ROWS || missing.peek().is_none()) {
+            if period_ends && (chunk.len() * per_cell >= self.step_rows || missing.peek().is_none())
+            {
                 self.compute_cells(state, engine, std::mem::take(&mut chunk), &mut rows)
                     .await?;
             }
@@ -230,10 +247,10 @@ impl Rollup {
         // the cells asked for are kept and used.
         let mut asked: HashMap<String, u64> = cells
             .iter()
-            .map(|(p, code, identity)| (format!("{p}/{code}"), *identity))
+            .map(|(p, code, identity)| (self.cell_key(p, code), *identity))
             .collect();
         engine.compute_each(&w, &plan, &data, |p, code, cell| {
-            let key = format!("{p}/{code}");
+            let key = self.cell_key(p, code);
             let Some(identity) = asked.remove(&key) else {
                 return Ok(());
             };
@@ -251,10 +268,14 @@ impl Rollup {
     }
 }
 
-/// About how many roll-up rows are computed at once (see
-/// `Rollup::cached_rows`): a Hanoi query of every month and indicator is
-/// one step, the whole country's takes a few periods per step.
-const CHUNK_ROWS: usize = 2_000_000;
+/// The most roll-up rows computed at once (see `Rollup::cached_rows`): a
+/// Hanoi query of every month and indicator is one step, the whole
+/// country's takes a period or two per step.
+const STEP_ROWS: usize = 2_000_000;
+
+/// About the bytes of one row of a cell (unit code and name, level,
+/// period, indicator code, value, counts, version).
+const CELL_ROW_BYTES: usize = 100;
 
 /// The rows of the wanted units and levels of each cell pushed, copied
 /// into batches of the session's batch size as they come (one batch of
@@ -1172,20 +1193,26 @@ impl Output {
     }
 
     /// The rows pushed since the last call, as a batch; empties the builders.
+    /// The arrays are cut to their length (a builder grows by doubling), so
+    /// that a kept cell holds, and its budget counts, its rows only.
     fn finish(&mut self) -> Result<RecordBatch> {
+        fn exact(mut array: impl Array + 'static) -> ArrayRef {
+            array.shrink_to_fit();
+            Arc::new(array)
+        }
         Ok(RecordBatch::try_new(
             rollup_schema(),
             vec![
-                Arc::new(self.unit.finish()),
-                Arc::new(self.name.finish()),
-                Arc::new(self.level.finish()),
-                Arc::new(self.period.finish()),
-                Arc::new(self.ptype.finish()),
-                Arc::new(self.indicator.finish()),
-                Arc::new(self.value.finish()),
-                Arc::new(self.reporting.finish()),
-                Arc::new(self.expected.finish()),
-                Arc::new(self.version.finish()),
+                exact(self.unit.finish()),
+                exact(self.name.finish()),
+                exact(self.level.finish()),
+                exact(self.period.finish()),
+                exact(self.ptype.finish()),
+                exact(self.indicator.finish()),
+                exact(self.value.finish()),
+                exact(self.reporting.finish()),
+                exact(self.expected.finish()),
+                exact(self.version.finish()),
             ],
         )?)
     }

@@ -256,19 +256,26 @@ def workload(months, sums, ward):
               AND period >= '{first}' AND period <= '{last}'""",
         *both(lambda latest, _: f"""
             WITH l AS ({latest("true")}),
+            j AS (SELECT w.district_code, l.unit_code, l.period, l.indicator_code, l.value
+                  FROM l JOIN wards w ON w.ward_code = l.unit_code),
             sums AS (
-              SELECT w.district_code, l.period, l.indicator_code, sum(l.value) AS value
-              FROM l JOIN wards w ON w.ward_code = l.unit_code
-              JOIN indicators i ON i.code = l.indicator_code AND i.across_units = 'sum'
-              GROUP BY w.district_code, l.period, l.indicator_code),
+              SELECT j.district_code, j.period, j.indicator_code, sum(j.value) AS value
+              FROM j JOIN indicators i ON i.code = j.indicator_code AND i.across_units = 'sum'
+              GROUP BY j.district_code, j.period, j.indicator_code),
+            -- Each ward's numerator and denominator side by side, from one
+            -- pass over the latest values (a self-join of them ran DuckDB
+            -- out of memory at vn scale).
+            pairs AS (
+              SELECT j.district_code, j.unit_code, j.period, i.code, i.scale,
+                     max(CASE WHEN j.indicator_code = i.numerator THEN j.value END) AS n,
+                     max(CASE WHEN j.indicator_code = i.denominator THEN j.value END) AS d
+              FROM j JOIN indicators i ON i.across_units = 'ratio'
+                AND (j.indicator_code = i.numerator OR j.indicator_code = i.denominator)
+              GROUP BY j.district_code, j.unit_code, j.period, i.code, i.scale),
             ratios AS (
-              SELECT w.district_code, n.period, i.code AS indicator_code, i.scale * sum(n.value) / sum(d.value) AS value
-              FROM indicators i
-              JOIN l n ON n.indicator_code = i.numerator
-              JOIN l d ON d.indicator_code = i.denominator AND d.unit_code = n.unit_code AND d.period = n.period
-              JOIN wards w ON w.ward_code = n.unit_code
-              WHERE i.across_units = 'ratio'
-              GROUP BY w.district_code, n.period, i.code, i.scale)
+              SELECT district_code, period, code AS indicator_code, scale * sum(n) / sum(d) AS value
+              FROM pairs WHERE n IS NOT NULL AND d IS NOT NULL
+              GROUP BY district_code, period, code, scale)
             SELECT * FROM sums UNION ALL SELECT * FROM ratios"""),
     )
     return q

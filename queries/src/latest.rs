@@ -89,19 +89,10 @@ impl Partition {
     fn new(rows: RecordBatch) -> Result<Partition> {
         let indicators = cast(rows.column(2), &DataType::Utf8)?;
         let order = sort_to_indices(&indicators, None, None)?;
-        let rows = take_record_batch(&rows, &order)?;
         // Taken views still point into the buffers of every period computed
         // in the same pass: copy this period's strings out, so that it holds
         // (and its memory budget counts) its own data only.
-        let columns = rows
-            .columns()
-            .iter()
-            .map(|c| match c.as_any().downcast_ref::<StringViewArray>() {
-                Some(views) => Arc::new(views.gc()) as ArrayRef,
-                None => c.clone(),
-            })
-            .collect();
-        let rows = RecordBatch::try_new(rows.schema(), columns)?;
+        let rows = own_text(&take_record_batch(&rows, &order)?)?;
         let indicators = cast(rows.column(2), &DataType::Utf8)?;
         let mut by_indicator: HashMap<String, (usize, usize)> = HashMap::new();
         if let Some(codes) = indicators.as_any().downcast_ref::<StringArray>() {
@@ -268,7 +259,19 @@ impl LatestReports {
                 .iter()
                 .all(|f| period_comparison(f, p).unwrap_or(true))
         });
-        let (mut found, missing) = cache.entries.split(&parts, wanted.clone());
+        let keys = Wanted::from_filters_on(filters, &[INDICATOR_CODE, UNIT_CODE]);
+        let named = Named {
+            indicators: keys.get(INDICATOR_CODE),
+            units: keys.get(UNIT_CODE),
+        };
+        let (found, missing) = cache.entries.split(&parts, wanted.clone());
+        // Each partition is cut to the named rows as soon as it is had, so
+        // that a scan of many months holds their named rows, not every
+        // month's partition (the memo keeps only what its budget holds).
+        let mut rows: HashMap<String, RecordBatch> = found
+            .into_iter()
+            .map(|(p, partition)| Ok((p, partition.rows(&named)?)))
+            .collect::<Result<_>>()?;
         // The first pass computes one period; the next as many as keep a
         // pass within `ROWS_PER_PASS` rows at the size it found, up to
         // `PERIODS_PER_PASS` (a Hanoi period is tens of thousands of rows,
@@ -297,24 +300,46 @@ impl LatestReports {
                 let batch = filter_record_batch(&all, &mask)?;
                 computed.push((p.clone(), Arc::new(Partition::new(batch)?)));
             }
-            for (p, partition) in &computed {
+            drop(all);
+            for (p, partition) in computed {
                 let bytes = partition.bytes();
-                cache.entries.keep(&parts, p, partition.clone(), bytes);
+                let mut named_rows = partition.rows(&named)?;
+                // Some of the rows: copied out, since a slice (or a take of
+                // text views) would keep the whole partition's buffers after
+                // the memo lets it go.
+                if named_rows.num_rows() < partition.rows.num_rows() {
+                    named_rows = detached(&named_rows)?;
+                }
+                rows.insert(p.clone(), named_rows);
+                cache.entries.keep(&parts, &p, partition, bytes);
             }
-            found.extend(computed);
         }
-        let keys = Wanted::from_filters_on(filters, &[INDICATOR_CODE, UNIT_CODE]);
-        let named = Named {
-            indicators: keys.get(INDICATOR_CODE),
-            units: keys.get(UNIT_CODE),
-        };
-        wanted
+        Ok(wanted
             .iter()
-            .filter_map(|p| found.remove(p))
-            .map(|partition| partition.rows(&named))
-            .filter(|rows| !rows.as_ref().is_ok_and(|r| r.num_rows() == 0))
-            .collect()
+            .filter_map(|p| rows.remove(p))
+            .filter(|rows| rows.num_rows() > 0)
+            .collect())
     }
+}
+
+/// A copy of `batch` that shares no buffer with it.
+fn detached(batch: &RecordBatch) -> Result<RecordBatch> {
+    let all = UInt32Array::from_iter_values(0..batch.num_rows() as u32);
+    own_text(&take_record_batch(batch, &all)?)
+}
+
+/// `batch` with the strings of its text views copied into buffers of its
+/// own (a take copies the views, not the strings they point into).
+fn own_text(batch: &RecordBatch) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| match c.as_any().downcast_ref::<StringViewArray>() {
+            Some(views) => Arc::new(views.gc()) as ArrayRef,
+            None => c.clone(),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// About how many latest rows one pass of `cached_batches` computes.

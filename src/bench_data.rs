@@ -61,7 +61,6 @@ pub async fn run(args: &BenchDataArgs) -> Result<()> {
         copy_country(&args.country, &warehouse.catalog_dir().join("hierarchy"))?;
     }
     add_synthetic_indicators(&warehouse, args.indicators)?;
-    let resumed = resume_after.is_some();
     let catalog = warehouse.load_catalog()?;
     let store = warehouse.reports().await?;
     let validator = Validator::new(&catalog, Utc::now().date_naive());
@@ -169,29 +168,23 @@ pub async fn run(args: &BenchDataArgs) -> Result<()> {
         .with_context(|| format!("cannot write {}", args.values.display()))?;
     bar.finish();
     let seconds = started.elapsed().as_secs_f64();
-    if resumed {
-        println!(
-            "{}: {} reports ({} values) in {} commits, of which the last {} were made now, in {:.1} s; the same rows in {}",
-            warehouse.root().display(),
-            reports_sent,
-            rows,
-            commits,
-            commits - skipped,
-            seconds,
-            args.values.display()
-        );
+    // A resumed run's rate would count the rows it only wrote to the CSV.
+    let timing = if skipped > 0 {
+        format!(
+            "of which the last {} were made now, in {seconds:.1} s",
+            commits - skipped
+        )
     } else {
-        println!(
-            "{}: {} reports ({} values) in {} commits, {:.1} s through the ingest path ({:.0} values/s); the same rows in {}",
-            warehouse.root().display(),
-            reports_sent,
-            rows,
-            commits,
-            seconds,
-            rows as f64 / seconds.max(1e-9),
-            args.values.display()
-        );
-    }
+        format!(
+            "{seconds:.1} s through the ingest path ({:.0} values/s)",
+            rows as f64 / seconds.max(1e-9)
+        )
+    };
+    println!(
+        "{}: {reports_sent} reports ({rows} values) in {commits} commits, {timing}; the same rows in {}",
+        warehouse.root().display(),
+        args.values.display()
+    );
     Ok(())
 }
 

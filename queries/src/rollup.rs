@@ -32,14 +32,14 @@ use baocao_catalog::{
     AcrossTime, AcrossUnits, Catalog, Hierarchies, Indicator, Level, Period, PeriodType,
 };
 use datafusion::arrow::array::{
-    Array, ArrayBuilder, ArrayRef, BooleanArray, Date32Builder, Float64Array, Float64Builder,
-    Int64Builder, RecordBatch, StringArray, StringBuilder,
+    Array, ArrayBuilder, Date32Builder, Float64Array, Float64Builder, Int64Builder, RecordBatch,
+    StringArray, StringBuilder,
 };
-use datafusion::arrow::compute::{BatchCoalescer, cast, concat_batches};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::catalog::memory::MemorySourceConfig;
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::{TableProvider, TableType, provider_as_source};
 use datafusion::logical_expr::{
     BinaryExpr, Expr, LogicalPlanBuilder, Operator, TableProviderFilterPushDown, col, lit,
@@ -89,9 +89,9 @@ pub struct Rollup {
     schema: SchemaRef,
     index: HashMap<usize, VersionIndex>,
     /// The rows of each (target period, indicator) cell computed so far,
-    /// for every unit, each kept with the identity of the partitions it
-    /// was computed from (see [`Rollup::cell_identity`]).
-    cells: Arc<PartitionMemo<RecordBatch>>,
+    /// kept in two parts (see [`Part`]), each with the identity of the
+    /// partitions it was computed from (see [`Rollup::cell_identity`]).
+    cells: Arc<PartitionMemo<Cell>>,
     /// About how many rows one step of the computation makes (see
     /// `Rollup::cached_rows`).
     step_rows: usize,
@@ -112,7 +112,7 @@ impl Rollup {
         catalog: Arc<Catalog>,
         reports: Arc<LatestReports>,
         frame: Frame,
-        cells: Arc<PartitionMemo<RecordBatch>>,
+        cells: Arc<PartitionMemo<Cell>>,
     ) -> Self {
         let step_rows = (cells.budget() / CELL_ROW_BYTES).clamp(1, STEP_ROWS);
         Rollup {
@@ -128,13 +128,38 @@ impl Rollup {
         }
     }
 
-    /// The key of the cell of period `p` and indicator `code` in `cells`.
-    fn cell_key(&self, p: &Period, code: &str) -> String {
+    /// The key of `part` of the cell of period `p` and indicator `code` in
+    /// `cells`.
+    fn cell_key(&self, p: &Period, code: &str, part: Part) -> String {
         let frame = match self.frame {
             Frame::InForce => "in_force",
             Frame::Current => "current",
         };
-        format!("{frame}/{p}/{code}")
+        format!("{frame}/{p}/{code}/{}", part.as_str())
+    }
+
+    /// Which parts of a cell hold rows the filters on units and levels
+    /// allow: a query of districts needs no ward's rows, and a query of
+    /// wards none of their ancestors'.
+    fn parts_wanted(&self, wanted: &Wanted) -> Vec<Part> {
+        let versions = self.catalog.hierarchies().versions();
+        Part::ALL
+            .into_iter()
+            .filter(|part| {
+                let by_level = wanted
+                    .get(C_LEVEL)
+                    .is_none_or(|levels| levels.iter().any(|l| part.holds_level_named(l)));
+                let by_unit = wanted.get(C_UNIT).is_none_or(|units| {
+                    units.iter().any(|code| {
+                        versions
+                            .iter()
+                            .filter_map(|v| v.get_str(code))
+                            .any(|u| Part::of(u.level) == *part)
+                    })
+                });
+                by_level && by_unit
+            })
+            .collect()
     }
 
     /// What a cell of target period `p` is a function of: the files of
@@ -169,12 +194,17 @@ impl Rollup {
         periods: Vec<Period>,
         identities: &HashMap<String, u64>,
     ) -> Result<Vec<RecordBatch>> {
+        let parts = self.parts_wanted(wanted);
+        let mut rows = Cut::new(wanted, &self.index, state.config().batch_size());
+        if parts.is_empty() {
+            return rows.finish();
+        }
         let targets: Vec<String> = engine
             .target_indicators(wanted)
             .iter()
             .map(|i| i.code.clone())
             .collect();
-        let mut found: Vec<Arc<RecordBatch>> = Vec::new();
+        let mut found: Vec<Vec<Arc<Cell>>> = Vec::new();
         let mut missing: Vec<(Period, &str, u64)> = Vec::new();
         for p in &periods {
             // No data inside the period: no rows.
@@ -182,8 +212,12 @@ impl Rollup {
                 continue;
             };
             for code in &targets {
-                match self.cells.get(&self.cell_key(p, code), identity) {
-                    Some(cell) => found.push(cell),
+                let kept: Option<Vec<Arc<Cell>>> = parts
+                    .iter()
+                    .map(|part| self.cells.get(&self.cell_key(p, code, *part), identity))
+                    .collect();
+                match kept {
+                    Some(kept) => found.push(kept),
                     None => missing.push((*p, code.as_str(), identity)),
                 }
             }
@@ -196,9 +230,8 @@ impl Rollup {
         );
         // Each cell is cut to the wanted units and levels as it comes: a
         // query for districts does not hold every ward's rows at once.
-        let mut rows = Cut::new(wanted, state.config().batch_size());
-        for cell in found {
-            rows.push(&cell)?;
+        for kept in found {
+            rows.push_parts(&kept)?;
         }
         // The missing cells are computed a few periods at a time, so that
         // the values read and the rows made for them stay within about
@@ -213,7 +246,8 @@ impl Rollup {
             let period_ends = missing.peek().is_none_or(|next| next.0 != period);
             if period_ends && (chunk.len() * per_cell >= self.step_rows || missing.peek().is_none())
             {
-                self.compute_cells(state, engine, std::mem::take(&mut chunk), &mut rows)
+                let step = std::mem::take(&mut chunk);
+                self.compute_cells(state, engine, step, &parts, &mut rows)
                     .await?;
             }
         }
@@ -221,15 +255,16 @@ impl Rollup {
     }
 
     /// Computes `cells` (every unit's rows of each period and indicator)
-    /// together, keeps each with its identity, and adds the rows of the
-    /// wanted units and levels to `rows`. Each cell is cut as soon as it is
-    /// computed: a step holds the values it read, the kept cells, and one
-    /// cell of every unit's rows.
+    /// together, keeps the wanted `parts` of each with its identity, and
+    /// adds the rows of the wanted units and levels to `rows`. Each cell is
+    /// cut as soon as it is computed: a step holds the values it read, the
+    /// kept cells, and one cell of every unit's rows.
     async fn compute_cells(
         &self,
         state: &dyn Session,
         engine: &Engine<'_>,
         cells: Vec<(Period, &str, u64)>,
+        parts: &[Part],
         rows: &mut Cut<'_>,
     ) -> Result<()> {
         let mut w = Wanted::default();
@@ -245,24 +280,35 @@ impl Rollup {
         let data = self.fetch(state, &plan).await?;
         // The step computes every pair of its periods and indicators; only
         // the cells asked for are kept and used.
-        let mut asked: HashMap<String, u64> = cells
+        let mut asked: HashMap<(Period, String), u64> = cells
             .iter()
-            .map(|(p, code, identity)| (self.cell_key(p, code), *identity))
+            .map(|(p, code, identity)| ((*p, code.to_string()), *identity))
             .collect();
-        engine.compute_each(&w, &plan, &data, |p, code, cell| {
-            let key = self.cell_key(p, code);
-            let Some(identity) = asked.remove(&key) else {
+        engine.compute_each(&w, &plan, &data, |cell| {
+            let Some(identity) = asked.remove(&(cell.period, cell.indicator.clone())) else {
                 return Ok(());
             };
-            rows.push(&cell)?;
-            let bytes = cell.get_array_memory_size();
-            self.cells.insert(&key, identity, Arc::new(cell), bytes);
+            rows.push_parts(&[&cell])?;
+            for part in parts {
+                let kept = cell.part(*part, &self.index);
+                let key = self.cell_key(&cell.period, &cell.indicator, *part);
+                let bytes = kept.bytes();
+                self.cells.insert(&key, identity, Arc::new(kept), bytes);
+            }
             Ok(())
         })?;
         // Cells without rows are kept too, so that they are not computed again.
-        for (key, identity) in asked {
-            let empty = Arc::new(RecordBatch::new_empty(self.schema.clone()));
-            self.cells.insert(&key, identity, empty, 0);
+        for ((p, code), identity) in asked {
+            for part in parts {
+                let empty = Cell::empty(p, &code);
+                let bytes = empty.bytes();
+                self.cells.insert(
+                    &self.cell_key(&p, &code, *part),
+                    identity,
+                    Arc::new(empty),
+                    bytes,
+                );
+            }
         }
         Ok(())
     }
@@ -273,72 +319,193 @@ impl Rollup {
 /// country's takes a period or two per step.
 const STEP_ROWS: usize = 2_000_000;
 
-/// About the bytes of one row of a cell (unit code and name, level,
-/// period, indicator code, value, counts, version).
-const CELL_ROW_BYTES: usize = 100;
+/// The bytes of one kept row of a cell.
+const CELL_ROW_BYTES: usize = std::mem::size_of::<CellRow>();
 
-/// The rows of the wanted units and levels of each cell pushed, copied
+/// The two parts of a cell, kept apart: the rows of the units above the
+/// wards (a period of the whole country has 760 of them beside 10,035
+/// wards), which the city's and districts' queries read, and the wards'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Above,
+    Wards,
+}
+
+impl Part {
+    const ALL: [Part; 2] = [Part::Above, Part::Wards];
+
+    fn of(level: Level) -> Part {
+        match level {
+            Level::Ward => Part::Wards,
+            Level::Province | Level::District => Part::Above,
+        }
+    }
+
+    fn holds_level_named(self, level: &str) -> bool {
+        level.parse::<Level>().is_ok_and(|l| Part::of(l) == self)
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Part::Above => "above",
+            Part::Wards => "wards",
+        }
+    }
+}
+
+/// One row of a cell: a unit of the cell's frame version, by its place in
+/// that version's units (`VersionIndex::units`), and its value.
+#[derive(Debug, Clone, Copy)]
+struct CellRow {
+    value: f64,
+    unit: u32,
+    reporting: u32,
+    expected: u32,
+    has_value: bool,
+}
+
+/// The rows of one (target period, indicator) cell, or of one part of it,
+/// in the order of the version's units. The text columns are the unit's,
+/// the period's and the indicator's: they are written out only for the
+/// rows a query wants, so that a kept row takes `CELL_ROW_BYTES`, not the
+/// hundred bytes of its output row.
+#[derive(Debug)]
+pub struct Cell {
+    period: Period,
+    indicator: String,
+    version: usize,
+    rows: Vec<CellRow>,
+}
+
+impl Cell {
+    fn empty(period: Period, indicator: &str) -> Cell {
+        Cell {
+            period,
+            indicator: indicator.to_string(),
+            version: 0,
+            rows: Vec::new(),
+        }
+    }
+
+    /// About the bytes the cell holds.
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Cell>() + self.indicator.len() + self.rows.capacity() * CELL_ROW_BYTES
+    }
+
+    /// The rows of the units of `part`, cut to their length.
+    fn part(&self, part: Part, index: &HashMap<usize, VersionIndex>) -> Cell {
+        let units = index.get(&self.version).map(|v| v.units.as_slice());
+        let mut rows: Vec<CellRow> = self
+            .rows
+            .iter()
+            .filter(|r| {
+                units
+                    .and_then(|u| u.get(r.unit as usize))
+                    .is_some_and(|u| Part::of(u.level) == part)
+            })
+            .copied()
+            .collect();
+        rows.shrink_to_fit();
+        Cell {
+            period: self.period,
+            indicator: self.indicator.clone(),
+            version: self.version,
+            rows,
+        }
+    }
+}
+
+/// The rows of the wanted units and levels of each cell pushed, written
 /// into batches of the session's batch size as they come (one batch of
 /// them all would hold the rows twice while it is made; many cell-sized
 /// pieces would cost more downstream).
 struct Cut<'w> {
     wanted: &'w Wanted,
-    coalescer: BatchCoalescer,
+    index: &'w HashMap<usize, VersionIndex>,
+    /// Per frame version, whether each of its units is wanted.
+    masks: HashMap<usize, Vec<bool>>,
+    batch_size: usize,
+    out: Output,
     batches: Vec<RecordBatch>,
 }
 
 impl<'w> Cut<'w> {
-    fn new(wanted: &'w Wanted, batch_size: usize) -> Self {
+    fn new(wanted: &'w Wanted, index: &'w HashMap<usize, VersionIndex>, batch_size: usize) -> Self {
         Cut {
             wanted,
-            coalescer: BatchCoalescer::new(rollup_schema(), batch_size.max(1)),
+            index,
+            masks: HashMap::new(),
+            batch_size: batch_size.max(1),
+            out: Output::default(),
             batches: Vec::new(),
         }
     }
 
-    fn push(&mut self, cell: &RecordBatch) -> Result<()> {
-        match wanted_mask(cell, self.wanted)? {
-            Some(mask) => self.coalescer.push_batch_with_filter(cell.clone(), &mask)?,
-            None => self.coalescer.push_batch(cell.clone())?,
-        }
-        while let Some(batch) = self.coalescer.next_completed_batch() {
-            self.batches.push(batch);
+    /// Adds the wanted rows of the parts of one cell, in the order of the
+    /// version's units (each part is in that order).
+    fn push_parts<C: std::ops::Deref<Target = Cell>>(&mut self, parts: &[C]) -> Result<()> {
+        let Some(first) = parts.first() else {
+            return Ok(());
+        };
+        let (period, indicator, version) = (first.period, first.indicator.as_str(), first.version);
+        let Some(index) = self.index.get(&version) else {
+            return Ok(());
+        };
+        let wanted = self.wanted;
+        let mask = self.masks.entry(version).or_insert_with(|| {
+            index
+                .units
+                .iter()
+                .map(|u| wanted.allows(C_UNIT, &u.code) && wanted.allows(C_LEVEL, u.level.as_str()))
+                .collect()
+        });
+        let period_name = period.to_string();
+        let period_type = period.period_type().as_str();
+        let mut next = vec![0usize; parts.len()];
+        loop {
+            // The part whose next row has the first unit.
+            let mut pick: Option<(usize, CellRow)> = None;
+            for (i, part) in parts.iter().enumerate() {
+                if let Some(row) = part.rows.get(next[i])
+                    && pick.is_none_or(|(_, p)| row.unit < p.unit)
+                {
+                    pick = Some((i, *row));
+                }
+            }
+            let Some((i, row)) = pick else { break };
+            next[i] += 1;
+            let unit = row.unit as usize;
+            if !mask.get(unit).copied().unwrap_or(false) {
+                continue;
+            }
+            let Some(u) = index.units.get(unit) else {
+                continue;
+            };
+            self.out.push(
+                &u.code,
+                &u.name,
+                u.level.as_str(),
+                &period_name,
+                period_type,
+                indicator,
+                row.has_value.then_some(row.value),
+                i64::from(row.reporting),
+                i64::from(row.expected),
+                index.effective,
+            );
+            if self.out.len() >= self.batch_size {
+                self.batches.push(self.out.finish()?);
+            }
         }
         Ok(())
     }
 
     fn finish(mut self) -> Result<Vec<RecordBatch>> {
-        self.coalescer.finish_buffered_batch()?;
-        while let Some(batch) = self.coalescer.next_completed_batch() {
-            self.batches.push(batch);
+        if !self.out.is_empty() {
+            self.batches.push(self.out.finish()?);
         }
         Ok(self.batches)
     }
-}
-
-/// Which rows of `cell` are of the wanted units and levels (`None`: all).
-fn wanted_mask(cell: &RecordBatch, wanted: &Wanted) -> Result<Option<BooleanArray>> {
-    if wanted.get(C_UNIT).is_none() && wanted.get(C_LEVEL).is_none() {
-        return Ok(None);
-    }
-    let column = |i: usize| {
-        cell.column(i)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .cloned()
-            .ok_or_else(|| DataFusionError::Internal("rollup cell column type".into()))
-    };
-    let (units, levels) = (column(0)?, column(2)?);
-    Ok(Some(
-        (0..cell.num_rows())
-            .map(|r| {
-                Some(
-                    wanted.allows(C_UNIT, units.value(r))
-                        && wanted.allows(C_LEVEL, levels.value(r)),
-                )
-            })
-            .collect(),
-    ))
 }
 
 /// Values allowed per filterable column (`None`: unconstrained), and the
@@ -597,7 +764,7 @@ impl TableProvider for Rollup {
             None => {
                 let plan = engine.plan(&wanted);
                 let data = self.fetch(state, &plan).await?;
-                vec![engine.compute(&wanted, &plan, &data)?]
+                engine.compute(&wanted, &plan, &data, state.config().batch_size())?
             }
         };
         Ok(MemorySourceConfig::try_new_exec(
@@ -696,6 +863,18 @@ struct FetchPlan {
 struct VersionIndex {
     /// For each level: unit -> the units of that level under it (or itself).
     under: HashMap<Level, HashMap<String, Vec<String>>>,
+    /// The version's units in code order: a cell's rows name them by place.
+    units: Vec<UnitColumns>,
+    /// The day the version takes effect, as Date32.
+    effective: i32,
+}
+
+/// What a roll-up row shows of its unit.
+#[derive(Debug)]
+struct UnitColumns {
+    code: String,
+    name: String,
+    level: Level,
 }
 
 struct Engine<'a> {
@@ -720,7 +899,22 @@ fn version_index(catalog: &Catalog) -> HashMap<usize, VersionIndex> {
                     .push(u.code.to_string());
             }
         }
-        index.insert(i, VersionIndex { under });
+        let units = v
+            .units()
+            .map(|u| UnitColumns {
+                code: u.code.to_string(),
+                name: u.name.clone(),
+                level: u.level,
+            })
+            .collect();
+        index.insert(
+            i,
+            VersionIndex {
+                under,
+                units,
+                effective: days(v.effective),
+            },
+        );
     }
     index
 }
@@ -889,14 +1083,17 @@ impl<'a> Engine<'a> {
         out
     }
 
-    /// Every row of the plan's target periods and indicators, as one batch.
-    fn compute(&self, wanted: &Wanted, plan: &FetchPlan, data: &Data) -> Result<RecordBatch> {
-        let mut cells = Vec::new();
-        self.compute_each(wanted, plan, data, |_, _, cell| {
-            cells.push(cell);
-            Ok(())
-        })?;
-        Ok(concat_batches(&rollup_schema(), &cells)?)
+    /// Every wanted row of the plan's target periods and indicators.
+    fn compute(
+        &self,
+        wanted: &Wanted,
+        plan: &FetchPlan,
+        data: &Data,
+        batch_size: usize,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut rows = Cut::new(wanted, self.index, batch_size);
+        self.compute_each(wanted, plan, data, |cell| rows.push_parts(&[&cell]))?;
+        rows.finish()
     }
 
     /// The rows of each (target period, target indicator) cell that has
@@ -908,7 +1105,7 @@ impl<'a> Engine<'a> {
         wanted: &Wanted,
         plan: &FetchPlan,
         data: &Data,
-        mut cell: impl FnMut(&Period, &str, RecordBatch) -> Result<()>,
+        mut cell: impl FnMut(Cell) -> Result<()>,
     ) -> Result<()> {
         let target_periods: Vec<Period> = match &plan.target_periods {
             Some(p) => p.clone(),
@@ -929,7 +1126,6 @@ impl<'a> Engine<'a> {
             }
         };
         let mut maps = MapCache::default();
-        let mut out = Output::default();
         let versions = self.hierarchies().versions();
         for p in &target_periods {
             let Some(t) = self.frame_version(p) else {
@@ -987,7 +1183,8 @@ impl<'a> Engine<'a> {
                 let Some(under) = index.under.get(&level) else {
                     continue;
                 };
-                for unit in version.units() {
+                let mut rows = Vec::new();
+                for (place, unit) in version.units().enumerate() {
                     if unit.level > level
                         || (ind.across_units == AcrossUnits::None && unit.level != level)
                     {
@@ -1031,20 +1228,33 @@ impl<'a> Engine<'a> {
                                 .then(|| ind.scale * vals.iter().map(|v| v.0).sum::<f64>() / d)
                         }
                     };
-                    out.push(
-                        code_s,
-                        &unit.name,
-                        unit.level.as_str(),
-                        p,
-                        code,
-                        value,
-                        vals.len() as i64,
-                        members.len() as i64,
-                        days(version.effective),
-                    );
+                    // Apportioned shares leave float dust
+                    // (116490.00000000001): round to a millionth, far below
+                    // any indicator's precision.
+                    let value = value.map(|v| {
+                        if v.abs() < 1e9 {
+                            (v * 1e6).round() / 1e6
+                        } else {
+                            v
+                        }
+                    });
+                    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                    rows.push(CellRow {
+                        value: value.unwrap_or_default(),
+                        has_value: value.is_some(),
+                        unit: count(place),
+                        reporting: count(vals.len()),
+                        expected: count(members.len()),
+                    });
                 }
-                if !out.is_empty() {
-                    cell(p, code, out.finish()?)?;
+                if !rows.is_empty() {
+                    rows.shrink_to_fit();
+                    cell(Cell {
+                        period: *p,
+                        indicator: code.clone(),
+                        version: t,
+                        rows,
+                    })?;
                 }
             }
         }
@@ -1138,8 +1348,7 @@ impl MapCache {
     }
 }
 
-/// The rows of one cell as they are computed, straight into Arrow buffers
-/// (a `String` per value would take three times the memory).
+/// Roll-up rows as they are written out, straight into Arrow buffers.
 #[derive(Default)]
 struct Output {
     unit: StringBuilder,
@@ -1160,8 +1369,9 @@ impl Output {
         &mut self,
         unit: &str,
         name: &str,
-        level: &'static str,
-        period: &Period,
+        level: &str,
+        period: &str,
+        period_type: &str,
         indicator: &str,
         value: Option<f64>,
         reporting: i64,
@@ -1171,21 +1381,17 @@ impl Output {
         self.unit.append_value(unit);
         self.name.append_value(name);
         self.level.append_value(level);
-        self.period.append_value(period.to_string());
-        self.ptype.append_value(period.period_type().as_str());
+        self.period.append_value(period);
+        self.ptype.append_value(period_type);
         self.indicator.append_value(indicator);
-        // Apportioned shares leave float dust (116490.00000000001): round
-        // to a millionth, far below any indicator's precision.
-        self.value.append_option(value.map(|v| {
-            if v.abs() < 1e9 {
-                (v * 1e6).round() / 1e6
-            } else {
-                v
-            }
-        }));
+        self.value.append_option(value);
         self.reporting.append_value(reporting);
         self.expected.append_value(expected);
         self.version.append_value(version);
+    }
+
+    fn len(&self) -> usize {
+        self.value.len()
     }
 
     fn is_empty(&self) -> bool {
@@ -1193,26 +1399,20 @@ impl Output {
     }
 
     /// The rows pushed since the last call, as a batch; empties the builders.
-    /// The arrays are cut to their length (a builder grows by doubling), so
-    /// that a kept cell holds, and its budget counts, its rows only.
     fn finish(&mut self) -> Result<RecordBatch> {
-        fn exact(mut array: impl Array + 'static) -> ArrayRef {
-            array.shrink_to_fit();
-            Arc::new(array)
-        }
         Ok(RecordBatch::try_new(
             rollup_schema(),
             vec![
-                exact(self.unit.finish()),
-                exact(self.name.finish()),
-                exact(self.level.finish()),
-                exact(self.period.finish()),
-                exact(self.ptype.finish()),
-                exact(self.indicator.finish()),
-                exact(self.value.finish()),
-                exact(self.reporting.finish()),
-                exact(self.expected.finish()),
-                exact(self.version.finish()),
+                Arc::new(self.unit.finish()),
+                Arc::new(self.name.finish()),
+                Arc::new(self.level.finish()),
+                Arc::new(self.period.finish()),
+                Arc::new(self.ptype.finish()),
+                Arc::new(self.indicator.finish()),
+                Arc::new(self.value.finish()),
+                Arc::new(self.reporting.finish()),
+                Arc::new(self.expected.finish()),
+                Arc::new(self.version.finish()),
             ],
         )?)
     }

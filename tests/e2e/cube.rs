@@ -460,6 +460,16 @@ async fn reports(client: &tokio_postgres::Client) -> Reports {
 }
 
 async fn served(client: &tokio_postgres::Client, table: &str, periods: &[&str]) -> Cells {
+    served_where(client, table, periods, "true").await
+}
+
+/// The cells of `periods` that also pass `filter`.
+async fn served_where(
+    client: &tokio_postgres::Client,
+    table: &str,
+    periods: &[&str],
+    filter: &str,
+) -> Cells {
     let list = periods
         .iter()
         .map(|p| format!("'{p}'"))
@@ -469,7 +479,7 @@ async fn served(client: &tokio_postgres::Client, table: &str, periods: &[&str]) 
         .query(
             &format!(
                 "SELECT unit_code, period, indicator_code, value, reporting_units, expected_units \
-                 FROM {table} WHERE period IN ({list})"
+                 FROM {table} WHERE period IN ({list}) AND {filter}"
             ),
             &[],
         )
@@ -789,5 +799,50 @@ async fn every_cell_of_the_demo_cube_matches_an_independent_model() {
             &served(&small, table, &periods).await,
             &served(&client, table, &periods).await,
         );
+    }
+
+    // A server keeps the rows above the wards apart from the wards': a
+    // query of districts keeps only those, a query of wards then computes
+    // the cells again for theirs, and a query of every level reads both
+    // kept parts. Each answer is the full answer's rows of its levels.
+    let fresh_server = TestServer::start(&w).await;
+    let fresh = fresh_server.client().await;
+    let levels: HashMap<String, String> = client
+        .query("SELECT DISTINCT code, level FROM units", &[])
+        .await
+        .expect("unit levels")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for table in ["rollup", "rollup_current"] {
+        let full = served(&client, table, &periods).await;
+        let of_levels = |wards: bool| -> Cells {
+            full.iter()
+                .filter(|((unit, _, _), _)| (levels[unit] == "ward") == wards)
+                .map(|(k, v)| (k.clone(), *v))
+                .collect()
+        };
+        for (label, filter, expected) in [
+            ("above the wards", "unit_level <> 'ward'", of_levels(false)),
+            ("wards", "unit_level = 'ward'", of_levels(true)),
+            ("the city", "unit_code = '01'", {
+                let mut one = of_levels(false);
+                one.retain(|(unit, _, _), _| unit == "01");
+                one
+            }),
+            ("a ward", "unit_code = '00004'", {
+                let mut one = of_levels(true);
+                one.retain(|(unit, _, _), _| unit == "00004");
+                one
+            }),
+            ("every level", "true", full.clone()),
+        ] {
+            assert!(!expected.is_empty(), "{label}: no cells to compare");
+            compare(
+                &format!("{table}, {label}, by parts"),
+                &served_where(&fresh, table, &periods, filter).await,
+                &expected,
+            );
+        }
     }
 }

@@ -27,7 +27,10 @@ use crate::cli::{Cli, Command};
 /// bulk load, and planning every query, make many small allocations, which
 /// glibc's allocator serves slowly (a tenth of a COPY's time went to its
 /// free-list upkeep). Version 2 of it (see `Cargo.toml`), which gives freed
-/// memory back to the system soon after a load.
+/// memory back to the system soon after a load. The `system-allocator`
+/// feature leaves it out, for heap profilers (heaptrack) that see only the
+/// system allocator's calls.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

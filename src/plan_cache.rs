@@ -52,7 +52,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::{Arc, Mutex};
 
 use baocao_access::Access;
-use baocao_queries::LiveDeltaTable;
+use baocao_queries::{LiveDeltaTable, RollupExec};
 use datafusion::common::TableReference;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -377,7 +377,7 @@ fn warehouse_table(name: &TableReference) -> bool {
 }
 
 /// The bytes of the rows a physical plan holds in memory (as its slices
-/// count them).
+/// count them), and of the roll-up cells its scans hold.
 fn rows_bytes(plan: &Arc<dyn ExecutionPlan>) -> usize {
     let mut bytes = 0;
     let _ = plan.apply(|node| {
@@ -391,6 +391,9 @@ fn rows_bytes(plan: &Arc<dyn ExecutionPlan>) -> usize {
                 .flat_map(|batch| batch.columns())
                 .map(|column| column.to_data().get_slice_memory_size().unwrap_or(0))
                 .sum::<usize>();
+        }
+        if let Some(rollup) = node.downcast_ref::<RollupExec>() {
+            bytes += rollup.held_bytes();
         }
         Ok(TreeNodeRecursion::Continue)
     });

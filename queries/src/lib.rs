@@ -38,7 +38,7 @@ use deltalake::DeltaTable;
 pub use functions::InvalidArgument;
 pub use latest::LatestReports;
 pub use live::LiveDeltaTable;
-pub use rollup::{Frame, Rollup};
+pub use rollup::{Frame, Rollup, RollupExec};
 pub use status::{Status, StatusView, today};
 
 /// Every table `register` adds. What each shows is fixed by the version of

@@ -32,14 +32,21 @@ use baocao_catalog::{
     AcrossTime, AcrossUnits, Catalog, Hierarchies, Indicator, Level, Period, PeriodType,
 };
 use datafusion::arrow::array::{
-    Array, ArrayBuilder, Date32Builder, Float64Array, Float64Builder, Int64Builder, RecordBatch,
-    StringArray, StringBuilder,
+    Array, ArrayRef, Date32Builder, Float64Array, Float64Builder, Int64Builder,
+    RecordBatch, RecordBatchOptions, StringArray, StringBuilder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
-use datafusion::catalog::memory::MemorySourceConfig;
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, ScalarValue, Statistics};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::statistics::StatisticsArgs;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, Partitioning, PlanProperties};
 use datafusion::datasource::{TableProvider, TableType, provider_as_source};
 use datafusion::logical_expr::{
     BinaryExpr, Expr, LogicalPlanBuilder, Operator, TableProviderFilterPushDown, col, lit,
@@ -87,7 +94,7 @@ pub struct Rollup {
     reports: Arc<LatestReports>,
     frame: Frame,
     schema: SchemaRef,
-    index: HashMap<usize, VersionIndex>,
+    index: Arc<HashMap<usize, VersionIndex>>,
     /// The rows of each (target period, indicator) cell computed so far,
     /// kept in two parts (see [`Part`]), each with the identity of the
     /// partitions it was computed from (see [`Rollup::cell_identity`]).
@@ -116,7 +123,7 @@ impl Rollup {
     ) -> Self {
         let step_rows = (cells.budget() / CELL_ROW_BYTES).clamp(1, STEP_ROWS);
         Rollup {
-            index: version_index(&catalog),
+            index: Arc::new(version_index(&catalog)),
             catalog,
             reports,
             frame,
@@ -193,11 +200,11 @@ impl Rollup {
         wanted: &Wanted,
         periods: Vec<Period>,
         identities: &HashMap<String, u64>,
-    ) -> Result<Vec<RecordBatch>> {
+        rows: &mut Gather<'_>,
+    ) -> Result<()> {
         let parts = self.parts_wanted(wanted);
-        let mut rows = Cut::new(wanted, &self.index, state.config().batch_size());
         if parts.is_empty() {
-            return rows.finish();
+            return Ok(());
         }
         let targets: Vec<String> = engine
             .target_indicators(wanted)
@@ -228,10 +235,8 @@ impl Rollup {
             computed = missing.len(),
             "roll-up cells"
         );
-        // Each cell is cut to the wanted units and levels as it comes: a
-        // query for districts does not hold every ward's rows at once.
         for kept in found {
-            rows.push_parts(&kept)?;
+            rows.keep(kept);
         }
         // The missing cells are computed a few periods at a time, so that
         // the values read and the rows made for them stay within about
@@ -247,25 +252,25 @@ impl Rollup {
             if period_ends && (chunk.len() * per_cell >= self.step_rows || missing.peek().is_none())
             {
                 let step = std::mem::take(&mut chunk);
-                self.compute_cells(state, engine, step, &parts, &mut rows)
+                self.compute_cells(state, engine, step, &parts, rows)
                     .await?;
             }
         }
-        rows.finish()
+        Ok(())
     }
 
     /// Computes `cells` (every unit's rows of each period and indicator)
     /// together, keeps the wanted `parts` of each with its identity, and
     /// adds the rows of the wanted units and levels to `rows`. Each cell is
     /// cut as soon as it is computed: a step holds the values it read, the
-    /// kept cells, and one cell of every unit's rows.
+    /// kept parts, and one cell of every unit's rows.
     async fn compute_cells(
         &self,
         state: &dyn Session,
         engine: &Engine<'_>,
         cells: Vec<(Period, &str, u64)>,
         parts: &[Part],
-        rows: &mut Cut<'_>,
+        rows: &mut Gather<'_>,
     ) -> Result<()> {
         let mut w = Wanted::default();
         w.sets.insert(
@@ -288,7 +293,7 @@ impl Rollup {
             let Some(identity) = asked.remove(&(cell.period, cell.indicator.clone())) else {
                 return Ok(());
             };
-            rows.push_parts(&[&cell])?;
+            rows.cut(&cell);
             for part in parts {
                 let kept = cell.part(*part, &self.index);
                 let key = self.cell_key(&cell.period, &cell.indicator, *part);
@@ -415,96 +420,292 @@ impl Cell {
     }
 }
 
-/// The rows of the wanted units and levels of each cell pushed, written
-/// into batches of the session's batch size as they come (one batch of
-/// them all would hold the rows twice while it is made; many cell-sized
-/// pieces would cost more downstream).
-struct Cut<'w> {
+/// Per frame version, whether each of its units (by place) is wanted.
+type Masks = HashMap<usize, Vec<bool>>;
+
+/// The cells a scan answers from, each cut to the wanted units and levels
+/// as it comes: a kept part as it is (shared with the memo), a computed
+/// cell as a copy of its wanted rows, so that a query of districts does not
+/// hold every ward's rows of the cells it computed.
+struct Gather<'w> {
     wanted: &'w Wanted,
-    index: &'w HashMap<usize, VersionIndex>,
-    /// Per frame version, whether each of its units is wanted.
-    masks: HashMap<usize, Vec<bool>>,
-    batch_size: usize,
-    out: Output,
-    batches: Vec<RecordBatch>,
+    index: &'w Arc<HashMap<usize, VersionIndex>>,
+    masks: Masks,
+    cells: Vec<Vec<Arc<Cell>>>,
+    rows: usize,
+    bytes: usize,
 }
 
-impl<'w> Cut<'w> {
-    fn new(wanted: &'w Wanted, index: &'w HashMap<usize, VersionIndex>, batch_size: usize) -> Self {
-        Cut {
+impl<'w> Gather<'w> {
+    fn new(wanted: &'w Wanted, index: &'w Arc<HashMap<usize, VersionIndex>>) -> Self {
+        Gather {
             wanted,
             index,
-            masks: HashMap::new(),
-            batch_size: batch_size.max(1),
-            out: Output::default(),
-            batches: Vec::new(),
+            masks: Masks::new(),
+            cells: Vec::new(),
+            rows: 0,
+            bytes: 0,
         }
     }
 
-    /// Adds the wanted rows of the parts of one cell, in the order of the
-    /// version's units (each part is in that order).
-    fn push_parts<C: std::ops::Deref<Target = Cell>>(&mut self, parts: &[C]) -> Result<()> {
-        let Some(first) = parts.first() else {
-            return Ok(());
-        };
-        let (period, indicator, version) = (first.period, first.indicator.as_str(), first.version);
-        let Some(index) = self.index.get(&version) else {
-            return Ok(());
-        };
-        let wanted = self.wanted;
-        let mask = self.masks.entry(version).or_insert_with(|| {
+    /// Whether each unit of `version` is wanted.
+    fn mask(&mut self, version: usize) -> &[bool] {
+        let (wanted, index) = (self.wanted, self.index);
+        self.masks.entry(version).or_insert_with(|| {
             index
-                .units
-                .iter()
-                .map(|u| wanted.allows(C_UNIT, &u.code) && wanted.allows(C_LEVEL, u.level.as_str()))
-                .collect()
-        });
-        let period_name = period.to_string();
-        let period_type = period.period_type().as_str();
-        let mut next = vec![0usize; parts.len()];
-        loop {
-            // The part whose next row has the first unit.
-            let mut pick: Option<(usize, CellRow)> = None;
-            for (i, part) in parts.iter().enumerate() {
-                if let Some(row) = part.rows.get(next[i])
-                    && pick.is_none_or(|(_, p)| row.unit < p.unit)
-                {
-                    pick = Some((i, *row));
-                }
-            }
-            let Some((i, row)) = pick else { break };
-            next[i] += 1;
-            let unit = row.unit as usize;
-            if !mask.get(unit).copied().unwrap_or(false) {
-                continue;
-            }
-            let Some(u) = index.units.get(unit) else {
+                .get(&version)
+                .map(|v| {
+                    v.units
+                        .iter()
+                        .map(|u| {
+                            wanted.allows(C_UNIT, &u.code)
+                                && wanted.allows(C_LEVEL, u.level.as_str())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    /// Adds the kept parts of one cell.
+    fn keep(&mut self, parts: Vec<Arc<Cell>>) {
+        let Some(version) = parts.first().map(|p| p.version) else {
+            return;
+        };
+        let mask = self.mask(version);
+        let rows: usize = parts
+            .iter()
+            .flat_map(|p| &p.rows)
+            .filter(|r| mask.get(r.unit as usize).copied().unwrap_or(false))
+            .count();
+        if rows > 0 {
+            self.rows += rows;
+            self.bytes += parts.iter().map(|p| p.bytes()).sum::<usize>();
+            self.cells.push(parts);
+        }
+    }
+
+    /// Adds the wanted rows of a computed cell.
+    fn cut(&mut self, cell: &Cell) {
+        let mask = self.mask(cell.version);
+        let mut rows: Vec<CellRow> = cell
+            .rows
+            .iter()
+            .filter(|r| mask.get(r.unit as usize).copied().unwrap_or(false))
+            .copied()
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        rows.shrink_to_fit();
+        let cut = Cell {
+            period: cell.period,
+            indicator: cell.indicator.clone(),
+            version: cell.version,
+            rows,
+        };
+        self.rows += cut.rows.len();
+        self.bytes += cut.bytes();
+        self.cells.push(vec![Arc::new(cut)]);
+    }
+
+    /// The plan that writes the gathered rows out, `projection`'s columns.
+    fn finish(self, projection: Option<&Vec<usize>>) -> Result<RollupExec> {
+        let full = rollup_schema();
+        let columns: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..full.fields().len()).collect(),
+        };
+        let schema = Arc::new(full.project(&columns)?);
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(RollupExec {
+            cells: Arc::new(self.cells),
+            masks: Arc::new(self.masks),
+            index: self.index.clone(),
+            columns,
+            schema,
+            rows: self.rows,
+            bytes: self.bytes,
+            properties: Arc::new(properties),
+        })
+    }
+}
+
+/// The rows of a roll-up scan: its cells, held compactly, written out as
+/// Arrow batches only as the plan above asks for them. The whole country's
+/// districts × months × indicators are four million output rows, which
+/// as one set of batches took 750 MB; as cells they take 110.
+pub struct RollupExec {
+    /// The parts of each cell, each part in the order of its units.
+    cells: Arc<Vec<Vec<Arc<Cell>>>>,
+    masks: Arc<Masks>,
+    index: Arc<HashMap<usize, VersionIndex>>,
+    /// The columns of `rollup_schema` written, in this order.
+    columns: Vec<usize>,
+    schema: SchemaRef,
+    rows: usize,
+    bytes: usize,
+    properties: Arc<PlanProperties>,
+}
+
+impl RollupExec {
+    /// About the bytes of the cells the plan holds (kept parts among them
+    /// are shared with the cells' memo).
+    pub fn held_bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl std::fmt::Debug for RollupExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RollupExec")
+            .field("cells", &self.cells.len())
+            .field("rows", &self.rows)
+            .field("columns", &self.columns)
+            .finish()
+    }
+}
+
+impl DisplayAs for RollupExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "RollupExec: cells={}, rows={}", self.cells.len(), self.rows)
+    }
+}
+
+impl ExecutionPlan for RollupExec {
+    fn name(&self) -> &str {
+        "RollupExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "RollupExec has one partition, not {partition}"
+            )));
+        }
+        let writer = Writer {
+            cells: self.cells.clone(),
+            masks: self.masks.clone(),
+            index: self.index.clone(),
+            out: Output::new(&self.columns, self.schema.clone()),
+            batch_size: context.session_config().batch_size().max(1),
+            cell: 0,
+            next: Vec::new(),
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            futures::stream::iter(writer),
+        )))
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        Ok(Arc::new(
+            Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(self.rows)),
+        ))
+    }
+}
+
+/// Writes the wanted rows of a scan's cells into batches of the session's
+/// size, one batch per call, the parts of each cell in the order of the
+/// version's units.
+struct Writer {
+    cells: Arc<Vec<Vec<Arc<Cell>>>>,
+    masks: Arc<Masks>,
+    index: Arc<HashMap<usize, VersionIndex>>,
+    out: Output,
+    batch_size: usize,
+    /// The cell being written, and the next row of each of its parts.
+    cell: usize,
+    next: Vec<usize>,
+}
+
+impl Iterator for Writer {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Result<RecordBatch>> {
+        let (cells, masks, index) = (self.cells.clone(), self.masks.clone(), self.index.clone());
+        while let Some(parts) = cells.get(self.cell) {
+            let first = parts.first()?;
+            let (Some(version), Some(mask)) = (index.get(&first.version), masks.get(&first.version))
+            else {
+                self.cell += 1;
                 continue;
             };
-            self.out.push(
-                &u.code,
-                &u.name,
-                u.level.as_str(),
-                &period_name,
-                period_type,
-                indicator,
-                row.has_value.then_some(row.value),
-                i64::from(row.reporting),
-                i64::from(row.expected),
-                index.effective,
-            );
-            if self.out.len() >= self.batch_size {
-                self.batches.push(self.out.finish()?);
+            self.next.resize(parts.len(), 0);
+            let period = first.period.to_string();
+            let period_type = first.period.period_type().as_str();
+            loop {
+                // The part whose next row has the first unit.
+                let mut pick: Option<(usize, CellRow)> = None;
+                for (i, part) in parts.iter().enumerate() {
+                    if let Some(row) = part.rows.get(self.next[i])
+                        && pick.is_none_or(|(_, p)| row.unit < p.unit)
+                    {
+                        pick = Some((i, *row));
+                    }
+                }
+                let Some((i, row)) = pick else { break };
+                self.next[i] += 1;
+                let unit = row.unit as usize;
+                if !mask.get(unit).copied().unwrap_or(false) {
+                    continue;
+                }
+                let Some(u) = version.units.get(unit) else {
+                    continue;
+                };
+                self.out.push(
+                    u,
+                    &period,
+                    period_type,
+                    &first.indicator,
+                    row.has_value.then_some(row.value),
+                    i64::from(row.reporting),
+                    i64::from(row.expected),
+                    version.effective,
+                );
+                if self.out.len() >= self.batch_size {
+                    return Some(self.out.finish());
+                }
             }
+            self.cell += 1;
+            self.next.clear();
         }
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<Vec<RecordBatch>> {
-        if !self.out.is_empty() {
-            self.batches.push(self.out.finish()?);
-        }
-        Ok(self.batches)
+        (!self.out.is_empty()).then(|| self.out.finish())
     }
 }
 
@@ -741,7 +942,8 @@ impl TableProvider for Rollup {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let wanted = Wanted::from_filters(filters);
         let engine = Engine::new(&self.catalog, self.frame, &self.index);
-        let batches = match self.reports.identities(state).await? {
+        let mut rows = Gather::new(&wanted, &self.index);
+        match self.reports.identities(state).await? {
             Some(identities) => {
                 // Without a period filter: every period that holds data,
                 // and the periods enclosing them.
@@ -758,20 +960,19 @@ impl TableProvider for Rollup {
                     }
                     all.into_iter().collect()
                 });
-                self.cached_rows(state, &engine, &wanted, periods, &identities)
-                    .await?
+                self.cached_rows(state, &engine, &wanted, periods, &identities, &mut rows)
+                    .await?;
             }
             None => {
                 let plan = engine.plan(&wanted);
                 let data = self.fetch(state, &plan).await?;
-                engine.compute(&wanted, &plan, &data, state.config().batch_size())?
+                engine.compute_each(&wanted, &plan, &data, |cell| {
+                    rows.cut(&cell);
+                    Ok(())
+                })?;
             }
-        };
-        Ok(MemorySourceConfig::try_new_exec(
-            &[batches],
-            self.schema.clone(),
-            projection.cloned(),
-        )?)
+        }
+        Ok(Arc::new(rows.finish(projection)?))
     }
 }
 
@@ -1083,19 +1284,6 @@ impl<'a> Engine<'a> {
         out
     }
 
-    /// Every wanted row of the plan's target periods and indicators.
-    fn compute(
-        &self,
-        wanted: &Wanted,
-        plan: &FetchPlan,
-        data: &Data,
-        batch_size: usize,
-    ) -> Result<Vec<RecordBatch>> {
-        let mut rows = Cut::new(wanted, self.index, batch_size);
-        self.compute_each(wanted, plan, data, |cell| rows.push_parts(&[&cell]))?;
-        rows.finish()
-    }
-
     /// The rows of each (target period, target indicator) cell that has
     /// any, handed to `cell` one cell at a time: a step of the whole
     /// country's cells holds each cell's rows once, not a batch of all of
@@ -1348,9 +1536,15 @@ impl MapCache {
     }
 }
 
-/// Roll-up rows as they are written out, straight into Arrow buffers.
-#[derive(Default)]
+/// Roll-up rows as they are written out, straight into Arrow buffers, of
+/// the projected columns only.
 struct Output {
+    /// The columns of `rollup_schema` written, in the output's order.
+    columns: Vec<usize>,
+    /// Per column of `rollup_schema`, whether it is written.
+    written: [bool; 10],
+    schema: SchemaRef,
+    rows: usize,
     unit: StringBuilder,
     name: StringBuilder,
     level: StringBuilder,
@@ -1364,12 +1558,35 @@ struct Output {
 }
 
 impl Output {
+    fn new(columns: &[usize], schema: SchemaRef) -> Output {
+        let mut written = [false; 10];
+        for c in columns {
+            if let Some(w) = written.get_mut(*c) {
+                *w = true;
+            }
+        }
+        Output {
+            columns: columns.to_vec(),
+            written,
+            schema,
+            rows: 0,
+            unit: StringBuilder::new(),
+            name: StringBuilder::new(),
+            level: StringBuilder::new(),
+            period: StringBuilder::new(),
+            ptype: StringBuilder::new(),
+            indicator: StringBuilder::new(),
+            value: Float64Builder::new(),
+            reporting: Int64Builder::new(),
+            expected: Int64Builder::new(),
+            version: Date32Builder::new(),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
-        unit: &str,
-        name: &str,
-        level: &str,
+        unit: &UnitColumns,
         period: &str,
         period_type: &str,
         indicator: &str,
@@ -1378,42 +1595,77 @@ impl Output {
         expected: i64,
         version: i32,
     ) {
-        self.unit.append_value(unit);
-        self.name.append_value(name);
-        self.level.append_value(level);
-        self.period.append_value(period);
-        self.ptype.append_value(period_type);
-        self.indicator.append_value(indicator);
-        self.value.append_option(value);
-        self.reporting.append_value(reporting);
-        self.expected.append_value(expected);
-        self.version.append_value(version);
+        let w = self.written;
+        if w[0] {
+            self.unit.append_value(&unit.code);
+        }
+        if w[1] {
+            self.name.append_value(&unit.name);
+        }
+        if w[2] {
+            self.level.append_value(unit.level.as_str());
+        }
+        if w[3] {
+            self.period.append_value(period);
+        }
+        if w[4] {
+            self.ptype.append_value(period_type);
+        }
+        if w[5] {
+            self.indicator.append_value(indicator);
+        }
+        if w[6] {
+            self.value.append_option(value);
+        }
+        if w[7] {
+            self.reporting.append_value(reporting);
+        }
+        if w[8] {
+            self.expected.append_value(expected);
+        }
+        if w[9] {
+            self.version.append_value(version);
+        }
+        self.rows += 1;
     }
 
     fn len(&self) -> usize {
-        self.value.len()
+        self.rows
     }
 
     fn is_empty(&self) -> bool {
-        self.value.is_empty()
+        self.rows == 0
     }
 
     /// The rows pushed since the last call, as a batch; empties the builders.
     fn finish(&mut self) -> Result<RecordBatch> {
-        Ok(RecordBatch::try_new(
-            rollup_schema(),
-            vec![
-                Arc::new(self.unit.finish()),
-                Arc::new(self.name.finish()),
-                Arc::new(self.level.finish()),
-                Arc::new(self.period.finish()),
-                Arc::new(self.ptype.finish()),
-                Arc::new(self.indicator.finish()),
-                Arc::new(self.value.finish()),
-                Arc::new(self.reporting.finish()),
-                Arc::new(self.expected.finish()),
-                Arc::new(self.version.finish()),
-            ],
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
+        for c in &self.columns {
+            let array: ArrayRef = match c {
+                0 => Arc::new(self.unit.finish()),
+                1 => Arc::new(self.name.finish()),
+                2 => Arc::new(self.level.finish()),
+                3 => Arc::new(self.period.finish()),
+                4 => Arc::new(self.ptype.finish()),
+                5 => Arc::new(self.indicator.finish()),
+                6 => Arc::new(self.value.finish()),
+                7 => Arc::new(self.reporting.finish()),
+                8 => Arc::new(self.expected.finish()),
+                9 => Arc::new(self.version.finish()),
+                other => {
+                    return Err(DataFusionError::Internal(format!(
+                        "rollup has no column {other}"
+                    )));
+                }
+            };
+            arrays.push(array);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
+        self.rows = 0;
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            arrays,
+            &options,
         )?)
     }
 }

@@ -32,8 +32,8 @@ use baocao_catalog::{
     AcrossTime, AcrossUnits, Catalog, Hierarchies, Indicator, Level, Period, PeriodType,
 };
 use datafusion::arrow::array::{
-    Array, ArrayRef, Date32Builder, Float64Array, Float64Builder, Int64Builder,
-    RecordBatch, RecordBatchOptions, StringArray, StringBuilder,
+    Array, ArrayRef, Date32Builder, Float64Array, Float64Builder, Int64Builder, RecordBatch,
+    RecordBatchOptions, StringArray, StringBuilder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -41,16 +41,16 @@ use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, ScalarValue, Statistics};
+use datafusion::datasource::{TableProvider, TableType, provider_as_source};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, LogicalPlanBuilder, Operator, TableProviderFilterPushDown, col, lit,
+};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, Partitioning, PlanProperties};
-use datafusion::datasource::{TableProvider, TableType, provider_as_source};
-use datafusion::logical_expr::{
-    BinaryExpr, Expr, LogicalPlanBuilder, Operator, TableProviderFilterPushDown, col, lit,
-};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use crate::latest::LatestReports;
@@ -573,7 +573,12 @@ impl std::fmt::Debug for RollupExec {
 
 impl DisplayAs for RollupExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "RollupExec: cells={}, rows={}", self.cells.len(), self.rows)
+        write!(
+            f,
+            "RollupExec: cells={}, rows={}",
+            self.cells.len(),
+            self.rows
+        )
     }
 }
 
@@ -661,7 +666,8 @@ impl Iterator for Writer {
         let (cells, masks, index) = (self.cells.clone(), self.masks.clone(), self.index.clone());
         while let Some(parts) = cells.get(self.cell) {
             let first = parts.first()?;
-            let (Some(version), Some(mask)) = (index.get(&first.version), masks.get(&first.version))
+            let (Some(version), Some(mask)) =
+                (index.get(&first.version), masks.get(&first.version))
             else {
                 self.cell += 1;
                 continue;
@@ -1674,6 +1680,119 @@ impl Output {
 mod tests {
     use super::*;
     use datafusion::logical_expr::in_list;
+
+    /// A version of a province, a district and three wards, in code order.
+    fn small_index() -> Arc<HashMap<usize, VersionIndex>> {
+        let unit = |code: &str, level| UnitColumns {
+            code: code.to_string(),
+            name: format!("unit {code}"),
+            level,
+        };
+        let version = VersionIndex {
+            under: HashMap::new(),
+            units: vec![
+                unit("01", Level::Province),
+                unit("001", Level::District),
+                unit("00001", Level::Ward),
+                unit("00002", Level::Ward),
+                unit("00003", Level::Ward),
+            ],
+            effective: 0,
+        };
+        Arc::new(HashMap::from([(0, version)]))
+    }
+
+    fn cell(rows: &[(u32, Option<f64>)]) -> Cell {
+        Cell {
+            period: "2024-05".parse().expect("period"),
+            indicator: "births".to_string(),
+            version: 0,
+            rows: rows
+                .iter()
+                .map(|(unit, value)| CellRow {
+                    value: value.unwrap_or_default(),
+                    unit: *unit,
+                    reporting: 1,
+                    expected: 2,
+                    has_value: value.is_some(),
+                })
+                .collect(),
+        }
+    }
+
+    async fn written(exec: RollupExec, batch_size: usize) -> Vec<RecordBatch> {
+        let config = datafusion::prelude::SessionConfig::new().with_batch_size(batch_size);
+        let ctx = Arc::new(TaskContext::default().with_session_config(config));
+        collect(Arc::new(exec), ctx).await.expect("written")
+    }
+
+    fn texts(batches: &[RecordBatch], column: usize) -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let a = b
+                    .column(column)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("text");
+                a.iter()
+                    .map(|v| v.unwrap_or_default().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn kept_parts_are_written_in_unit_order_projected_and_cut() -> Result<()> {
+        let index = small_index();
+        let whole = cell(&[(0, Some(10.0)), (1, Some(6.0)), (2, Some(1.0)), (4, None)]);
+        let above = Arc::new(whole.part(Part::Above, &index));
+        let wards = Arc::new(whole.part(Part::Wards, &index));
+        assert_eq!(above.rows.len(), 2);
+        assert_eq!(wards.rows.len(), 2);
+
+        // Both parts, every unit, in batches of three: merged back into
+        // the version's order.
+        let all = Wanted::default();
+        let mut gather = Gather::new(&all, &index);
+        gather.keep(vec![above.clone(), wards.clone()]);
+        let exec = gather.finish(Some(&vec![0, 6]))?;
+        assert_eq!(exec.rows, 4);
+        let batches = written(exec, 3).await;
+        assert_eq!(
+            batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
+            [3, 1]
+        );
+        assert_eq!(batches[0].num_columns(), 2, "the projected columns only");
+        assert_eq!(texts(&batches, 0), ["01", "001", "00001", "00003"]);
+        let values: Vec<Option<f64>> = batches
+            .iter()
+            .flat_map(|b| {
+                let a = b
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<Float64Array>()
+                    .expect("value");
+                a.iter().collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(values, [Some(10.0), Some(6.0), Some(1.0), None]);
+
+        // A level filter on kept parts and on a computed cell.
+        let districts = Wanted::from_filters(&[col(C_LEVEL).eq(lit("district"))]);
+        let mut gather = Gather::new(&districts, &index);
+        gather.keep(vec![above]);
+        gather.cut(&whole);
+        let batches = written(gather.finish(None)?, 8192).await;
+        assert_eq!(texts(&batches, 0), ["001", "001"]);
+        assert_eq!(texts(&batches, 1), ["unit 001", "unit 001"]);
+        // A cell with no wanted row is not held.
+        let mut gather = Gather::new(&districts, &index);
+        gather.keep(vec![wards]);
+        assert!(gather.cells.is_empty());
+        assert!(written(gather.finish(None)?, 8192).await.is_empty());
+        Ok(())
+    }
 
     #[test]
     fn filters_become_wanted_values() {

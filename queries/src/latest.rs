@@ -16,7 +16,7 @@ use baocao_catalog::report::{
 };
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, StringViewArray,
-    UInt32Array,
+    StringViewBuilder, UInt32Array,
 };
 use datafusion::arrow::compute::kernels::cmp::eq;
 use datafusion::arrow::compute::{
@@ -329,13 +329,25 @@ fn detached(batch: &RecordBatch) -> Result<RecordBatch> {
 }
 
 /// `batch` with the strings of its text views copied into buffers of its
-/// own (a take copies the views, not the strings they point into).
+/// own (a take copies the views, not the strings they point into), each
+/// distinct string once: a month's million rows name a hundred indicators
+/// and ten thousand submissions, whose codes and ids, longer than a view
+/// holds inline, took more than a third of a partition copied row by row.
 fn own_text(batch: &RecordBatch) -> Result<RecordBatch> {
     let columns = batch
         .columns()
         .iter()
         .map(|c| match c.as_any().downcast_ref::<StringViewArray>() {
-            Some(views) => Arc::new(views.gc()) as ArrayRef,
+            Some(views) => {
+                let mut text =
+                    StringViewBuilder::with_capacity(views.len()).with_deduplicate_strings();
+                for v in views {
+                    text.append_option(v);
+                }
+                let mut text = text.finish();
+                text.shrink_to_fit();
+                Arc::new(text) as ArrayRef
+            }
             None => c.clone(),
         })
         .collect();

@@ -665,7 +665,10 @@ impl Iterator for Writer {
     fn next(&mut self) -> Option<Result<RecordBatch>> {
         let (cells, masks, index) = (self.cells.clone(), self.masks.clone(), self.index.clone());
         while let Some(parts) = cells.get(self.cell) {
-            let first = parts.first()?;
+            let Some(first) = parts.first() else {
+                self.cell += 1;
+                continue;
+            };
             let (Some(version), Some(mask)) =
                 (index.get(&first.version), masks.get(&first.version))
             else {
@@ -1645,8 +1648,15 @@ impl Output {
 
     /// The rows pushed since the last call, as a batch; empties the builders.
     fn finish(&mut self) -> Result<RecordBatch> {
+        // A projection may name a column twice: each builder is finished
+        // once and its array shared.
+        let mut finished: [Option<ArrayRef>; 10] = Default::default();
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
         for c in &self.columns {
+            if let Some(Some(array)) = finished.get(*c) {
+                arrays.push(array.clone());
+                continue;
+            }
             let array: ArrayRef = match c {
                 0 => Arc::new(self.unit.finish()),
                 1 => Arc::new(self.name.finish()),
@@ -1664,6 +1674,9 @@ impl Output {
                     )));
                 }
             };
+            if let Some(slot) = finished.get_mut(*c) {
+                *slot = Some(array.clone());
+            }
             arrays.push(array);
         }
         let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
@@ -1781,11 +1794,18 @@ mod tests {
         // A level filter on kept parts and on a computed cell.
         let districts = Wanted::from_filters(&[col(C_LEVEL).eq(lit("district"))]);
         let mut gather = Gather::new(&districts, &index);
-        gather.keep(vec![above]);
+        gather.keep(vec![above.clone()]);
         gather.cut(&whole);
         let batches = written(gather.finish(None)?, 8192).await;
         assert_eq!(texts(&batches, 0), ["001", "001"]);
         assert_eq!(texts(&batches, 1), ["unit 001", "unit 001"]);
+        // A projection naming a column twice.
+        let mut gather = Gather::new(&districts, &index);
+        gather.keep(vec![above.clone()]);
+        let batches = written(gather.finish(Some(&vec![5, 0, 5]))?, 8192).await;
+        assert_eq!(texts(&batches, 0), ["births"]);
+        assert_eq!(texts(&batches, 1), ["001"]);
+        assert_eq!(texts(&batches, 2), ["births"]);
         // A cell with no wanted row is not held.
         let mut gather = Gather::new(&districts, &index);
         gather.keep(vec![wards]);

@@ -591,3 +591,44 @@ fn answered_by_partitions(f: &Expr) -> bool {
     column_values_for(f, &[PERIOD, INDICATOR_CODE, UNIT_CODE]).is_some()
         || period_comparison(f, "").is_some()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::error::DataFusionError;
+
+    #[test]
+    fn own_text_keeps_each_distinct_string_once_and_every_value() -> Result<()> {
+        let ids = [
+            "bench-2024-05-00004-0",
+            "bench-2024-05-00007-0",
+            "bench-2024-05-00010-1",
+        ];
+        let values: Vec<Option<&str>> = (0..3000)
+            .map(|i| (i % 7 != 0).then_some(ids[i % 3]))
+            .collect();
+        let views: StringViewArray = values.iter().copied().collect();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "submission_id",
+            DataType::Utf8View,
+            true,
+        )]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(views)])?;
+
+        let owned = own_text(&batch)?;
+        let text = owned
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringViewArray>()
+            .ok_or_else(|| DataFusionError::Internal("not text views".into()))?;
+        assert_eq!(text.iter().collect::<Vec<_>>(), values);
+        let data: usize = text.data_buffers().iter().map(|b| b.len()).sum();
+        assert_eq!(
+            data,
+            ids.iter().map(|s| s.len()).sum::<usize>(),
+            "each distinct string once"
+        );
+        Ok(())
+    }
+}

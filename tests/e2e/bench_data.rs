@@ -177,3 +177,65 @@ async fn district_commits_group_the_reports_of_a_districts_wards() {
     assert_eq!(files(&w, "2024-06"), commits);
     check_served(&w, &rows).await;
 }
+
+#[tokio::test]
+async fn a_generation_cut_off_goes_on_from_its_newest_commit() {
+    let (w, rows) = generate("district");
+    let commits = w.commits();
+    // Cut the generation off: its newest ten commits never landed (their
+    // Parquet files, written before the commit, stay behind unreferenced,
+    // as after a crash).
+    let log = w.path().join("reports/_delta_log");
+    for entry in std::fs::read_dir(&log).expect("delta log").flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let version: Option<usize> = name.split('.').next().and_then(|v| v.parse().ok());
+        if version.is_some_and(|v| v >= commits - 10) {
+            std::fs::remove_file(entry.path()).expect("remove a commit");
+        }
+    }
+    assert_eq!(w.commits(), commits - 10);
+    let out = tempfile::tempdir().expect("tempdir");
+    let values = out.path().join("values.csv");
+    let partial = values.with_extension("csv.partial");
+    std::fs::write(&partial, "cut off\n").expect("partial CSV");
+    let resume = |seed: &str| {
+        baocao(&[
+            "bench-data",
+            "--resume",
+            "--warehouse",
+            w.path().to_str().expect("path"),
+            "--values",
+            values.to_str().expect("path"),
+            "--from",
+            "2024-06",
+            "--to",
+            "2024-06",
+            "--indicators",
+            "30",
+            "--commits",
+            "district",
+            "--seed",
+            seed,
+        ])
+    };
+
+    // Another generation's options find none of their commits newest, and
+    // commit nothing.
+    let other = resume("1");
+    assert!(!other.status.success());
+    assert!(
+        stderr(&other).contains("none of this generation's"),
+        "{}",
+        stderr(&other)
+    );
+    assert_eq!(w.commits(), commits - 10);
+
+    // The first run's options commit the ten missing groups, and the CSV
+    // holds every row again.
+    let resumed = resume("173");
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_eq!(w.commits(), commits);
+    assert!(!partial.exists());
+    assert_eq!(read_values(&values), rows);
+    check_served(&w, &rows).await;
+}

@@ -42,10 +42,10 @@ pub async fn run(args: &BenchDataArgs) -> Result<()> {
     if from > to {
         bail!("--from {from} is after --to {to}");
     }
-    let (warehouse, mut resume_after) = if args.resume {
+    let (warehouse, newest) = if args.resume {
         let warehouse = Warehouse::open(&args.warehouse)?;
-        let last = newest_submissions(&warehouse).await?;
-        (warehouse, last)
+        let newest = newest_commit(&warehouse).await?;
+        (warehouse, newest)
     } else {
         if args.warehouse.join("reports").exists() {
             bail!(
@@ -56,6 +56,32 @@ pub async fn run(args: &BenchDataArgs) -> Result<()> {
         }
         (Warehouse::create(&args.warehouse).await?, None)
     };
+    let grouping = args.commits.unwrap_or(match args.scale {
+        BenchScale::Hanoi => BenchCommits::Submission,
+        BenchScale::Vn => BenchCommits::District,
+    });
+    // Each commit names the options it was generated with, so that a
+    // resume with other options stops before it changes anything.
+    let generation = serde_json::json!({
+        "scale": format!("{:?}", args.scale),
+        "from": from.to_string(),
+        "to": to.to_string(),
+        "indicators": args.indicators,
+        "seed": args.seed,
+        "commits": format!("{grouping:?}"),
+    });
+    if let Some(NewestCommit {
+        generation: Some(theirs),
+        ..
+    }) = &newest
+        && *theirs != generation
+    {
+        bail!(
+            "--resume: the warehouse was generated with {theirs}, not {generation}: \
+             resume with the first run's --scale, --from, --to, --indicators, --seed and --commits"
+        );
+    }
+    let mut resume_after = newest.map(|n| n.submissions);
     // Both steps are no-ops when a resumed run already made them.
     if args.scale == BenchScale::Vn {
         copy_country(&args.country, &warehouse.catalog_dir().join("hierarchy"))?;
@@ -65,10 +91,6 @@ pub async fn run(args: &BenchDataArgs) -> Result<()> {
     let store = warehouse.reports().await?;
     let validator = Validator::new(&catalog, Utc::now().date_naive());
     let generator = Generator::new(&catalog, args.seed);
-    let grouping = args.commits.unwrap_or(match args.scale {
-        BenchScale::Hanoi => BenchCommits::Submission,
-        BenchScale::Vn => BenchCommits::District,
-    });
 
     let months = Period::range(PeriodType::Month, from, to);
     let bar = ProgressBar::new(months.len() as u64);
@@ -146,7 +168,12 @@ pub async fn run(args: &BenchDataArgs) -> Result<()> {
                 skipped += 1;
                 continue;
             }
-            store.commit(submissions).await?;
+            store
+                .commit_with_metadata(
+                    submissions,
+                    [(GENERATION_METADATA.to_string(), generation.clone())],
+                )
+                .await?;
             store.checkpoint(CHECKPOINT_EVERY).await?;
         }
         let seconds = started.elapsed().as_secs_f64().max(1e-9);
@@ -188,14 +215,28 @@ pub async fn run(args: &BenchDataArgs) -> Result<()> {
     Ok(())
 }
 
-/// The submission ids of the newest commit that carries any, in commit
-/// order (`None` if no report is in yet).
-async fn newest_submissions(warehouse: &Warehouse) -> Result<Option<Vec<String>>> {
+/// The key of a generated commit's metadata that names the generation's
+/// options.
+const GENERATION_METADATA: &str = "baocao.bench_generation";
+
+/// What a resume needs of the newest commit that carries submissions.
+struct NewestCommit {
+    /// Its submission ids, in commit order.
+    submissions: Vec<String>,
+    /// The options it was generated with (`None` from a generator that did
+    /// not record them).
+    generation: Option<serde_json::Value>,
+}
+
+/// The newest commit that carries submissions (`None` if no report is in
+/// yet).
+async fn newest_commit(warehouse: &Warehouse) -> Result<Option<NewestCommit>> {
     let table = deltalake::open_table(warehouse.reports_url()?).await?;
     let mut history = table.history(None);
     while let Some(commit) = history.next().await {
+        let mut info = commit?.info;
         let Some(serde_json::Value::Array(submissions)) =
-            commit?.info.remove(baocao_ingest::SUBMISSIONS_METADATA)
+            info.remove(baocao_ingest::SUBMISSIONS_METADATA)
         else {
             continue;
         };
@@ -208,7 +249,10 @@ async fn newest_submissions(warehouse: &Warehouse) -> Result<Option<Vec<String>>
                     .context("a commit's submissions lack their ids")
             })
             .collect::<Result<Vec<_>>>()?;
-        return Ok(Some(ids));
+        return Ok(Some(NewestCommit {
+            submissions: ids,
+            generation: info.remove(GENERATION_METADATA),
+        }));
     }
     Ok(None)
 }

@@ -198,7 +198,7 @@ async fn a_generation_cut_off_goes_on_from_its_newest_commit() {
     let values = out.path().join("values.csv");
     let partial = values.with_extension("csv.partial");
     std::fs::write(&partial, "cut off\n").expect("partial CSV");
-    let resume = |seed: &str| {
+    let resume = |indicators: &str, seed: &str| {
         baocao(&[
             "bench-data",
             "--resume",
@@ -211,7 +211,7 @@ async fn a_generation_cut_off_goes_on_from_its_newest_commit() {
             "--to",
             "2024-06",
             "--indicators",
-            "30",
+            indicators,
             "--commits",
             "district",
             "--seed",
@@ -219,20 +219,23 @@ async fn a_generation_cut_off_goes_on_from_its_newest_commit() {
         ])
     };
 
-    // Another generation's options find none of their commits newest, and
-    // commit nothing.
-    let other = resume("1");
-    assert!(!other.status.success());
-    assert!(
-        stderr(&other).contains("none of this generation's"),
-        "{}",
-        stderr(&other)
-    );
-    assert_eq!(w.commits(), commits - 10);
+    // Other options than the first run's (another seed; more indicators,
+    // which the submission ids do not show and which would have been added
+    // to the catalog) are refused before anything is changed.
+    for (indicators, seed) in [("30", "1"), ("40", "173")] {
+        let other = resume(indicators, seed);
+        assert!(!other.status.success());
+        assert!(
+            stderr(&other).contains("resume with the first run's"),
+            "{}",
+            stderr(&other)
+        );
+        assert_eq!(w.commits(), commits - 10);
+    }
 
     // The first run's options commit the ten missing groups, and the CSV
     // holds every row again.
-    let resumed = resume("173");
+    let resumed = resume("30", "173");
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert_eq!(w.commits(), commits);
     assert!(!partial.exists());

@@ -30,14 +30,14 @@ fn read_values(path: &std::path::Path) -> Submitted {
         .collect()
 }
 
-/// Generates one month of Hanoi with 30 indicators per report into a new
-/// warehouse; returns it and the peers' rows.
-fn generate(commits: &str) -> (TestWarehouse, Submitted) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let w = TestWarehouse { dir };
-    let warehouse = w.path().join("w");
-    let values = w.path().join("values.csv");
-    let out = baocao(&[
+/// `baocao bench-data` of June 2024 into `warehouse`, the CSV at `values`,
+/// with the `more` options.
+fn bench_data(
+    warehouse: &std::path::Path,
+    values: &std::path::Path,
+    more: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
         "bench-data",
         "--warehouse",
         warehouse.to_str().expect("path"),
@@ -47,11 +47,23 @@ fn generate(commits: &str) -> (TestWarehouse, Submitted) {
         "2024-06",
         "--to",
         "2024-06",
-        "--indicators",
-        "30",
-        "--commits",
-        commits,
-    ]);
+    ];
+    args.extend_from_slice(more);
+    baocao(&args)
+}
+
+/// Generates one month of Hanoi with 30 indicators per report into a new
+/// warehouse; returns it and the peers' rows.
+fn generate(commits: &str) -> (TestWarehouse, Submitted) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = TestWarehouse { dir };
+    let warehouse = w.path().join("w");
+    let values = w.path().join("values.csv");
+    let out = bench_data(
+        &warehouse,
+        &values,
+        &["--indicators", "30", "--commits", commits],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     // The same command again refuses to mix into existing data.
     let again = baocao(&[
@@ -199,24 +211,19 @@ async fn a_generation_cut_off_goes_on_from_its_newest_commit() {
     let partial = values.with_extension("csv.partial");
     std::fs::write(&partial, "cut off\n").expect("partial CSV");
     let resume = |indicators: &str, seed: &str| {
-        baocao(&[
-            "bench-data",
-            "--resume",
-            "--warehouse",
-            w.path().to_str().expect("path"),
-            "--values",
-            values.to_str().expect("path"),
-            "--from",
-            "2024-06",
-            "--to",
-            "2024-06",
-            "--indicators",
-            indicators,
-            "--commits",
-            "district",
-            "--seed",
-            seed,
-        ])
+        bench_data(
+            w.path(),
+            &values,
+            &[
+                "--resume",
+                "--indicators",
+                indicators,
+                "--commits",
+                "district",
+                "--seed",
+                seed,
+            ],
+        )
     };
 
     // Other options than the first run's (another seed; more indicators,

@@ -89,10 +89,16 @@ impl CurrentTable {
 /// `_delta_log/<version + 1>.json` does. An unanswered read counts as yes,
 /// so the caller asks the log store properly.
 pub async fn newer_commit_exists(table: &DeltaTable) -> bool {
-    let Some(version) = table.version() else {
-        return true;
-    };
-    let name = format!("{:020}.json", version + 1);
+    match table.version() {
+        Some(version) => commit_exists(table, version + 1).await,
+        None => true,
+    }
+}
+
+/// Whether the table's log holds commit `version` (`_delta_log/<version>.json`).
+/// An unanswered read counts as yes.
+pub async fn commit_exists(table: &DeltaTable, version: u64) -> bool {
+    let name = format!("{version:020}.json");
     let location = table.log_store().config().location().clone();
     if location.scheme() == "file"
         && let Ok(root) = location.to_file_path()

@@ -541,15 +541,18 @@ impl ReportStore {
     /// only summarises versions already written.
     pub async fn checkpoint(&self, every: u64) -> Result<Option<u64>, IngestError> {
         let err = table_err(&self.location);
+        // Asked after every commit: whether one is due costs a metadata
+        // read, not a refresh of the writer's snapshot.
+        let newest = self.version().await?;
+        if newest < self.checkpointed.load(Ordering::SeqCst) + every.max(1) {
+            return Ok(None);
+        }
         let table = {
             let mut guard = self.writer.lock().await;
             guard.refresh().await.map_err(&err)?;
             guard.table.table().clone()
         };
         let version = table.version().unwrap_or_default();
-        if version < self.checkpointed.load(Ordering::SeqCst) + every.max(1) {
-            return Ok(None);
-        }
         deltalake::checkpoints::create_checkpoint(&table, None)
             .await
             .map_err(&err)?;
@@ -578,7 +581,8 @@ impl ReportStore {
         self.checkpoint_due.notified().await;
     }
 
-    /// The newest committed version.
+    /// The newest committed version. Costs one metadata read while every
+    /// commit since the writer's snapshot is its own.
     pub async fn version(&self) -> Result<u64, IngestError> {
         let mut guard = self.writer.lock().await;
         if let Some(head) = guard.head
@@ -899,6 +903,31 @@ mod tests {
             Some(5)
         );
         assert_eq!(blind.version().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_is_due_by_the_head_and_brings_the_snapshot_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ReportStore::open_or_create(location(&dir)).await.unwrap();
+        for n in 1..=3 {
+            let id = format!("s{n}");
+            store
+                .commit(vec![(
+                    report("00004", "2025-01", &[n as f64]),
+                    submission(&id),
+                )])
+                .await
+                .unwrap();
+            // Not due: asking leaves the snapshot where it was.
+            assert_eq!(store.checkpoint(4).await.unwrap(), None);
+            assert_eq!(writer_versions(&store).await, (0, Some(n)));
+        }
+        assert_eq!(store.checkpoint(3).await.unwrap(), Some(3));
+        assert_eq!(writer_versions(&store).await, (3, Some(3)));
+        let table = deltalake::open_table(location(&dir)).await.unwrap();
+        assert_eq!(baocao_table::last_checkpoint(&table).await, 3);
+        assert_eq!(store.commit(two_reports()).await.unwrap().version, 4);
+        assert_eq!(writer_versions(&store).await, (3, Some(4)));
     }
 
     #[tokio::test]

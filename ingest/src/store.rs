@@ -17,6 +17,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, RecordBatch, StringBuilder, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::{SortColumn, concat, lexsort_to_indices, take_record_batch};
+use datafusion::object_store::ObjectStoreExt;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
@@ -389,9 +390,8 @@ impl ReportStore {
     /// committed nothing, when the table's schema is not the batch's (a
     /// table older than a column: the write operation merges them) or
     /// another writer took the version (its commit may be anything: the
-    /// caller starts again from the newest state). The files written for a
-    /// commit that did not land belong to no version, and the next vacuum
-    /// deletes them.
+    /// caller starts again from the newest state); the files written for a
+    /// commit that did not land are deleted.
     ///
     /// This is what keeps a commit's cost flat as the table grows: the
     /// write operation brings the writer's snapshot forward after every
@@ -471,6 +471,10 @@ impl ReportStore {
                 "num_retries": 0,
             }),
         );
+        let paths: Vec<_> = adds
+            .iter()
+            .map(|a| datafusion::object_store::path::Path::from(a.path.as_str()))
+            .collect();
         let commit = CommitData::new(
             adds.into_iter().map(Action::Add).collect(),
             operation,
@@ -491,6 +495,13 @@ impl ReportStore {
             Err(TransactionError::VersionAlreadyExists(_)) => {
                 tracing::debug!(version, "another writer committed first");
                 writer.head = None;
+                // No version names these files, so no reader can see them.
+                let store = log_store.object_store(Some(operation_id));
+                for path in &paths {
+                    if let Err(e) = store.delete(path).await {
+                        tracing::warn!(%path, error = %e, "cannot delete a file of a commit that did not land");
+                    }
+                }
                 Ok(None)
             }
             Err(e) => Err(err(e.into())),
@@ -856,6 +867,22 @@ mod tests {
         (files, rows)
     }
 
+    fn walk_parquet(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                if p.ends_with("_delta_log") {
+                    0
+                } else if p.is_dir() {
+                    walk_parquet(&p)
+                } else {
+                    usize::from(p.extension().is_some_and(|e| e == "parquet"))
+                }
+            })
+            .sum()
+    }
+
     #[tokio::test]
     async fn a_blind_append_writes_what_the_write_operation_writes() {
         let (blind_dir, written_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -966,6 +993,10 @@ mod tests {
         let (files, rows) = files_and_rows(&location(&dir)).await;
         assert_eq!(files.num_rows(), 6);
         assert_eq!(rows.num_rows(), 6);
+        // The files of the three commits that found their version taken
+        // were deleted: every file on disk is in the log.
+        let on_disk = walk_parquet(dir.path());
+        assert_eq!(on_disk, 6, "parquet files on disk");
     }
 
     #[tokio::test]

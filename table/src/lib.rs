@@ -1,8 +1,9 @@
 //! The reports table's Delta log, kept at its newest version cheaply.
 //!
 //! Both the writer (`baocao-ingest`) and the readers (`baocao-queries`)
-//! hold a Delta snapshot for the life of the server and bring it up to date
-//! before each commit or scan. Two costs grow with the table if that is done
+//! hold a Delta snapshot for the life of the server; the readers bring it
+//! up to date before each scan, the writer before a commit that cannot be
+//! a blind append. Two costs grow with the table if that is done
 //! naively, and this crate keeps both flat:
 //!
 //! - Asking the log for its latest version lists the whole `_delta_log`

@@ -41,8 +41,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const THREAD_STACK: usize = 64 << 20;
 
 fn main() -> ExitCode {
-    // Freed memory goes back to the system at once (see `baocao-memory`).
-    baocao_memory::purge_at_once();
     let cli = Cli::parse();
     init_logging(&cli.log);
     // Connections run on the main runtime, statements on the query

@@ -13,6 +13,16 @@
 //! thread's heap, at most once per [`INTERVAL`] of that thread's life, so a
 //! busy thread that parks between every request pays for it rarely, and a
 //! thread that ran a long statement collects when it parks after it.
+//!
+//! The collect is forced (`mi_collect(true)`): mimalloc purges a freed page
+//! only a delay (10 ms) after it was freed, at the heap's next use, so an
+//! unforced collect right as the thread parks finds a heavy statement's
+//! last pages not yet due, and the parked thread never comes back to them.
+//! At the `vn` benchmark's scale the server stayed at 1.9 GB resident
+//! after its queries that way, 1.2 GB with the forced collect. Purging
+//! every page as it is freed (a purge delay of 0) kept as little, but
+//! made reading a commit 15–20% slower (`benches/run-reporting-bench`'s
+//! commit-to-visible on copies of one warehouse).
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -45,8 +55,9 @@ pub fn collect_now_and_then() -> bool {
     due
 }
 
-/// Asks mimalloc to free what the calling thread's heap no longer uses
-/// (`mi_collect(false)`: not the aggressive, slower form).
+/// Asks mimalloc to free what the calling thread's heap no longer uses and
+/// give the pages back to the system now (`mi_collect(true)`, the forced
+/// form: see the crate's documentation).
 fn collect() {
     // SAFETY: `mi_collect` takes no pointers and keeps no state of the
     // caller's; it may be called at any time from any thread, and only
@@ -55,51 +66,13 @@ fn collect() {
     // heap, which is harmless.
     #[allow(unsafe_code)]
     unsafe {
-        libmimalloc_sys::mi_collect(false);
-    }
-}
-
-/// mimalloc's `mi_option_purge_delay`: its place in `mi_option_e`
-/// (`include/mimalloc.h`) of version 2, the one the server links (`mimalloc`
-/// with feature `v2`), and of version 3; `libmimalloc-sys` declares no
-/// constant for it.
-const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Makes mimalloc give freed pages back to the system when they are freed
-/// instead of 10 ms later. A delayed purge happens only when the heap is
-/// next used, so a thread that parks right after a heavy statement (its
-/// collect on parking finds the purge not yet due) keeps those pages for
-/// as long as it stays idle. At the `vn` benchmark's scale the server
-/// stayed at 1.9 GB resident after its queries, and 1.1 GB with this; its
-/// peak went from 1,965 to 1,826 MiB, and no query got slower. Call it
-/// first thing in `main`.
-pub fn purge_at_once() {
-    // SAFETY: `mi_option_set` takes an option number and a value, no
-    // pointers; mimalloc reads its options at each use, so setting one
-    // from any thread at any time is allowed.
-    #[allow(unsafe_code)]
-    unsafe {
-        libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+        libmimalloc_sys::mi_collect(true);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_purge_delay_is_set_to_none() {
-        // The option number is mimalloc's purge delay: its default is
-        // 10 ms in version 2 (the server's) and 1,000 in version 3 (what
-        // this crate links when built alone), the same place in both.
-        #[allow(unsafe_code)]
-        let before = unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
-        assert!(before == 10 || before == 1000, "purge delay {before}");
-        purge_at_once();
-        #[allow(unsafe_code)]
-        let after = unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
-        assert_eq!(after, 0);
-    }
 
     #[test]
     fn collects_at_most_once_per_interval_per_thread() {

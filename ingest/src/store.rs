@@ -143,40 +143,14 @@ impl ReportStore {
             table.load().await.map_err(&err)?;
             table
         } else {
-            let string = DataType::Primitive(PrimitiveType::String);
-            table
+            let mut create = table
                 .create()
                 .with_table_name("reports")
-                .with_comment("baocao report values, one row per submitted value")
-                .with_column("unit_code", string.clone(), false, None)
-                .with_column("period", string.clone(), false, None)
-                .with_column("indicator_code", string.clone(), false, None)
-                .with_column(
-                    "value",
-                    DataType::Primitive(PrimitiveType::Double),
-                    false,
-                    None,
-                )
-                .with_column(
-                    "submitted_at",
-                    DataType::Primitive(PrimitiveType::Timestamp),
-                    false,
-                    None,
-                )
-                .with_column("submitted_by", string.clone(), false, None)
-                .with_column("submission_id", string, false, None)
-                .with_column(
-                    "withdrawn",
-                    DataType::Primitive(PrimitiveType::Boolean),
-                    true,
-                    None,
-                )
-                .with_column(
-                    "source",
-                    DataType::Primitive(PrimitiveType::String),
-                    true,
-                    None,
-                )
+                .with_comment("baocao report values, one row per submitted value");
+            for (name, data_type, nullable) in table_columns() {
+                create = create.with_column(name, data_type, nullable, None);
+            }
+            create
                 .with_partition_columns(PARTITION_COLUMNS)
                 .with_save_mode(SaveMode::Ignore)
                 .await
@@ -661,6 +635,32 @@ impl Writer {
     }
 }
 
+/// The reports table's columns as a new table gets them: name, Delta type,
+/// nullable. `withdrawn` and `source` came later; an older table gains them
+/// at its first commit (see [`ReportStore::commit`]).
+fn table_columns() -> Vec<(&'static str, DataType, bool)> {
+    let string = DataType::Primitive(PrimitiveType::String);
+    vec![
+        ("unit_code", string.clone(), false),
+        ("period", string.clone(), false),
+        ("indicator_code", string.clone(), false),
+        ("value", DataType::Primitive(PrimitiveType::Double), false),
+        (
+            "submitted_at",
+            DataType::Primitive(PrimitiveType::Timestamp),
+            false,
+        ),
+        ("submitted_by", string.clone(), false),
+        ("submission_id", string.clone(), false),
+        (
+            "withdrawn",
+            DataType::Primitive(PrimitiveType::Boolean),
+            true,
+        ),
+        ("source", string, true),
+    ]
+}
+
 /// How the table at `location` is reached: the location's own object store,
 /// wrapped to stop at the commit crash point when a test arms it.
 fn builder(location: &Url) -> Result<DeltaTableBuilder, DeltaTableError> {
@@ -1024,31 +1024,19 @@ mod tests {
     #[tokio::test]
     async fn a_table_without_the_newer_columns_gains_them_then_appends_blind() {
         let dir = tempfile::tempdir().unwrap();
-        let string = DataType::Primitive(PrimitiveType::String);
         let mut table = DeltaTableBuilder::from_url(location(&dir))
             .unwrap()
             .build()
             .unwrap()
             .create()
             .with_table_name("reports");
-        for name in ["unit_code", "period", "indicator_code"] {
-            table = table.with_column(name, string.clone(), false, None);
+        let older = table_columns()
+            .into_iter()
+            .filter(|(name, ..)| !["withdrawn", "source"].contains(name));
+        for (name, data_type, nullable) in older {
+            table = table.with_column(name, data_type, nullable, None);
         }
         table
-            .with_column(
-                "value",
-                DataType::Primitive(PrimitiveType::Double),
-                false,
-                None,
-            )
-            .with_column(
-                "submitted_at",
-                DataType::Primitive(PrimitiveType::Timestamp),
-                false,
-                None,
-            )
-            .with_column("submitted_by", string.clone(), false, None)
-            .with_column("submission_id", string, false, None)
             .with_partition_columns(PARTITION_COLUMNS)
             .await
             .unwrap();
